@@ -1,0 +1,37 @@
+# Two commands a fresh machine needs:  `make demo`  and  `make test`.
+# Both create .venv on first use (CPU build of torch, pinned in constraints-cpu.txt).
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint format docs bench clean
+
+$(STAMP): pyproject.toml constraints-cpu.txt
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints-cpu.txt torch
+	$(BIN)/python -m pip install --quiet -c constraints-cpu.txt -e ".[all]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/safescore demo --out outputs/demo
+
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	CI=$${CI:-1} TRANSFORMERS_VERBOSITY=error $(BIN)/python -m pytest tests notebooks --nbval-lax --nbval-current-env -p no:cacheprovider
+	$(BIN)/mkdocs build --strict --quiet --site-dir /tmp/safescore-site
+
+lint: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+docs: $(STAMP)
+	$(BIN)/mkdocs serve
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/toy_throughput.py
+
+clean:
+	rm -rf $(VENV) site outputs

@@ -1,0 +1,54 @@
+"""The harm density interface: ``prob`` (what a CDTC threshold compares) and ``log_prob``
+(what guidance differentiates)."""
+
+from __future__ import annotations
+
+import torch
+
+
+class HarmDensity(torch.nn.Module):
+    """Base class of harm densities p_h.
+
+    Subclasses implement ``log_prob(x) -> (B,)``, differentiable in x, for x of shape (B, ...).
+    ``prob(x) -> (B,)`` is the value a CDTC threshold is compared with; by default
+    ``exp(log_prob(x))``. Densities whose threshold lives on another scale (a posterior in
+    [0, 1], the largest of several CLIP similarities) override ``prob``.
+
+    It is a ``torch.nn.Module`` so that densities holding networks move with ``.to(device)``.
+    """
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def prob(self, x: torch.Tensor) -> torch.Tensor:
+        return self.log_prob(x).exp()
+
+    def grad_log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        """∇_x log p_h(x) by autograd, shape like x."""
+        from ..guidance import grad_log_prob
+
+        return grad_log_prob(self, x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.prob(x)
+
+
+class DecodedDensity(HarmDensity):
+    """A harm density pulled back through a decoder: p_h(decoder(z)).
+
+    Lets guidance act on latent coordinates z (a linear autoencoder's code, a VAE latent)
+    while p_h is defined on the data space. Shapes: z (B, ...) -> decoder(z) (B, ...) -> (B,).
+    """
+
+    def __init__(self, density: HarmDensity, decoder):
+        super().__init__()
+        if not callable(decoder):
+            raise TypeError(f"decoder must be callable, got {type(decoder).__name__}")
+        self.density = density
+        self.decoder = decoder
+
+    def prob(self, z):
+        return self.density.prob(self.decoder(z))
+
+    def log_prob(self, z):
+        return self.density.log_prob(self.decoder(z))
