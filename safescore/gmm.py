@@ -99,7 +99,10 @@ class GaussianMixture:
         z = torch.randn(n, self.dim, dtype=torch.float64, generator=generator)
         # Cholesky of PSD covariances via eigendecomposition (works for singular ones too).
         evals, evecs = torch.linalg.eigh(self.covs)
-        roots = evecs * evals.clamp_min(0).sqrt()[:, None, :]  # (K, d, d): root @ root.T = cov
+        # eigenvalues at round-off level are zeros of a singular covariance: keep them exact
+        tol = evals.abs().amax(-1, keepdim=True) * self.dim * torch.finfo(torch.float64).eps * 10
+        evals = torch.where(evals > tol, evals, torch.zeros_like(evals))
+        roots = evecs * evals.sqrt()[:, None, :]  # (K, d, d): root @ root.T = cov
         x = self.means[labels] + torch.einsum("nij,nj->ni", roots[labels], z)
         return (x, labels) if return_labels else x
 
@@ -113,10 +116,24 @@ class GaussianMixture:
             self._logdet = 2 * torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1)
         return self._prec, self._logdet
 
+    def _isotropic_variances(self):
+        """(K,) variances if every covariance is a multiple of I (fast path), else None."""
+        if getattr(self, "_iso", None) is None:
+            var = torch.diagonal(self.covs, dim1=-2, dim2=-1).mean(-1)
+            eye = torch.eye(self.dim, dtype=torch.float64)
+            iso = torch.equal(self.covs, var[:, None, None] * eye) and bool((var > 0).all())
+            self._iso = (var,) if iso else (None,)
+        return self._iso[0]
+
     def _log_probs_and_pull(self, x: torch.Tensor):
-        prec, logdet = self._precision()
         diff = x[:, None, :] - self.means[None]  # (B, K, d)
-        sol = torch.einsum("kij,bkj->bki", prec, diff)  # Σ_k^{-1}(x - μ_k)
+        var = self._isotropic_variances()
+        if var is not None:  # Σ_k = v_k I: no matrix products needed
+            sol = diff / var[None, :, None]
+            logdet = self.dim * torch.log(var)
+        else:
+            prec, logdet = self._precision()
+            sol = torch.einsum("kij,bkj->bki", prec, diff)  # Σ_k^{-1}(x - μ_k)
         mahal = (diff * sol).sum(-1)
         const = torch.log(self.weights) - 0.5 * (logdet + self.dim * math.log(2 * math.pi))
         return const - 0.5 * mahal, sol

@@ -14,12 +14,16 @@ def _check_2d(name: str, x) -> torch.Tensor:
     return x
 
 
-def harmful_rate(x: torch.Tensor, mixture: GaussianMixture, harmful) -> float:
+def harmful_rate(x: torch.Tensor, mixture: GaussianMixture, harmful, *, x_is=None) -> float:
     """Fraction of samples whose most likely component (posterior argmax) is harmful.
 
-    x (N, d); harmful a bool mask (K,) over the mixture's components.
+    x (N, d); harmful a bool mask (K,) over the mixture's components. ``x_is`` optionally maps
+    x to the mixture's space first (e.g. a linear encoder, when the data mixture is singular
+    and its latent mixture is used).
     """
     x = _check_2d("x", x)
+    if x_is is not None:
+        x = x_is(x)
     harmful = torch.as_tensor(harmful, dtype=torch.bool)
     if harmful.shape != (mixture.num_components,):
         raise ValueError(f"harmful must be a bool mask of shape ({mixture.num_components},)")

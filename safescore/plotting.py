@@ -1,0 +1,425 @@
+"""Figures for the toys (matplotlib). Every function returns a ``Figure``; nothing pops up."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg", force=False)  # headless by default; notebooks keep their inline backend
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from matplotlib.collections import LineCollection  # noqa: E402
+
+HARMFUL_COLOR = "#d62728"
+SAFE_COLOR = "#1f77b4"
+
+
+def _axes(ax, figsize=(5, 5)):
+    if ax is None:
+        fig, ax = plt.subplots(figsize=figsize)
+        return fig, ax
+    return ax.figure, ax
+
+
+def plot_density_score(
+    density,
+    *,
+    lim: float = 3.0,
+    grid: int = 200,
+    quiver_grid: int = 21,
+    ax=None,
+    title: str = "Density and score of a Gaussian mixture",
+    log_scale: bool = False,
+):
+    """Density as an image with a quiver of its score on a coarser grid (2-D only).
+
+    Args:
+        density: anything with ``log_prob(x)`` and ``score(x)`` for x (N, 2), e.g. a
+            :class:`safescore.toy.GaussianMixture` (or its ``noised(ᾱ)`` version).
+        lim: the plot covers [-lim, lim]².
+        log_scale: show log p instead of p.
+    """
+    fig, ax = _axes(ax)
+    u = torch.linspace(-lim, lim, grid, dtype=torch.float64)
+    X, Y = torch.meshgrid(u, u, indexing="xy")
+    pts = torch.stack([X.reshape(-1), Y.reshape(-1)], -1)
+    with torch.no_grad():
+        lp = density.log_prob(pts).reshape(grid, grid)
+    img = lp if log_scale else lp.exp()
+    im = ax.imshow(
+        img.numpy(), extent=(-lim, lim, -lim, lim), origin="lower", cmap="viridis", aspect="equal"
+    )
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="log p(x)" if log_scale else "p(x)")
+    v = torch.linspace(-lim, lim, quiver_grid, dtype=torch.float64)
+    QX, QY = torch.meshgrid(v, v, indexing="xy")
+    q = torch.stack([QX.reshape(-1), QY.reshape(-1)], -1)
+    with torch.no_grad():
+        s = density.score(q)
+    norm = s.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    s = s / norm * torch.log1p(norm)  # compress the length for readability
+    ax.quiver(q[:, 0], q[:, 1], s[:, 0], s[:, 1], color="white", alpha=0.8, width=0.004)
+    ax.set(title=title, xlabel="$x_1$", ylabel="$x_2$", xlim=(-lim, lim), ylim=(-lim, lim))
+    return fig
+
+
+def plot_samples(
+    x: torch.Tensor,
+    *,
+    harmful_mask: torch.Tensor | None = None,
+    ax=None,
+    lim: float = 3.5,
+    title: str = "Samples",
+    s: float = 2.0,
+):
+    """Scatter of 2-D samples (N, 2), harmful ones (bool mask (N,)) in red."""
+    fig, ax = _axes(ax)
+    x = x.detach().cpu().double()
+    if harmful_mask is None:
+        ax.scatter(x[:, 0], x[:, 1], s=s, c=SAFE_COLOR, alpha=0.5, linewidths=0)
+    else:
+        m = harmful_mask.cpu()
+        ax.scatter(x[~m, 0], x[~m, 1], s=s, c=SAFE_COLOR, alpha=0.5, linewidths=0, label="safe")
+        ax.scatter(x[m, 0], x[m, 1], s=s, c=HARMFUL_COLOR, alpha=0.7, linewidths=0, label="harmful")
+        ax.legend(loc="upper right", markerscale=4, fontsize=8)
+    ax.set(title=title, xlabel="$x_1$", ylabel="$x_2$", xlim=(-lim, lim), ylim=(-lim, lim))
+    ax.set_aspect("equal")
+    return fig
+
+
+def _coloured_paths(ax, paths: np.ndarray, cmap: str, lw: float, alpha: float, ls="solid"):
+    """paths: (steps+1, n, 2); draws each path as segments coloured by step."""
+    steps = paths.shape[0] - 1
+    segs = np.stack([paths[:-1], paths[1:]], axis=2)  # (steps, n, 2, 2)
+    segs = segs.transpose(1, 0, 2, 3).reshape(-1, 2, 2)
+    colours = np.tile(np.arange(steps), paths.shape[1])
+    lc = LineCollection(segs, cmap=cmap, linewidths=lw, alpha=alpha, linestyles=ls)
+    lc.set_array(colours)
+    ax.add_collection(lc)
+    return lc
+
+
+def plot_trajectories(
+    result,
+    *,
+    n: int = 40,
+    ax=None,
+    lim: float = 3.5,
+    show_x0: bool = True,
+    mark_corrected: bool = True,
+    title: str = "Trajectories",
+    background=None,
+):
+    """Paths of x_t (solid, coloured by step) and of x̂0 (dashed) for the first ``n`` samples.
+
+    Args:
+        result: a :class:`safescore.SampleResult` from ``ddim_sample(..., record=True)`` on 2-D data.
+        mark_corrected: put a red cross where CDTC corrected a sample's x̂0.
+        background: optional (N, 2) points drawn in grey (e.g. data samples).
+    """
+    if result.trajectory is None:
+        raise ValueError("plot_trajectories needs a result sampled with record=True")
+    if result.trajectory.shape[-1] != 2:
+        raise ValueError("plot_trajectories draws 2-D data only")
+    fig, ax = _axes(ax)
+    if background is not None:
+        b = background.detach().cpu().double()
+        ax.scatter(b[:, 0], b[:, 1], s=1, c="0.8", linewidths=0)
+    traj = result.trajectory[:, :n].detach().cpu().double().numpy()
+    lc = _coloured_paths(ax, traj, "viridis", 0.8, 0.7)
+    if show_x0:
+        x0 = result.x0_hats_guided[:, :n].detach().cpu().double().numpy()
+        _coloured_paths(ax, x0, "plasma", 0.6, 0.5, ls="dashed")
+    if mark_corrected and result.corrected is not None:
+        c = result.corrected[:, :n]
+        if c.any():
+            pts = result.x0_hats[:, :n][c].detach().cpu().double()
+            ax.scatter(
+                pts[:, 0], pts[:, 1], marker="x", s=12, c=HARMFUL_COLOR, label="CDTC corrected x̂0"
+            )
+            ax.legend(loc="upper right", fontsize=8)
+    end = traj[-1]
+    ax.scatter(end[:, 0], end[:, 1], s=8, c="k", zorder=3)
+    fig.colorbar(lc, ax=ax, fraction=0.046, pad=0.04, label="DDIM step")
+    ax.set(title=title, xlabel="$x_1$", ylabel="$x_2$", xlim=(-lim, lim), ylim=(-lim, lim))
+    ax.set_aspect("equal")
+    return fig
+
+
+def plot_comparison(
+    results: dict,
+    *,
+    mixture=None,
+    harmful=None,
+    n_traj: int = 30,
+    lim: float = 3.5,
+    suptitle: str = "Plain vs safe sampling",
+):
+    """One column per strategy: final samples (top, harmful in red) and trajectories (bottom).
+
+    Args:
+        results: {name: SampleResult} (record=True for the trajectory row), e.g. plain / safe /
+            safe without CDTC / negative guidance.
+        mixture, harmful: the data mixture and its harmful-component mask, to colour samples by
+            their most likely component.
+    """
+    names = list(results)
+    fig, axes = plt.subplots(2, len(names), figsize=(4.2 * len(names), 8.4), squeeze=False)
+    for j, name in enumerate(names):
+        r = results[name]
+        x = r.samples.detach().cpu().double()
+        mask = None
+        if mixture is not None and harmful is not None:
+            lab = mixture.component_log_probs(x.clamp(-1e6, 1e6)).argmax(-1)
+            mask = torch.as_tensor(harmful)[lab]
+        plot_samples(x, harmful_mask=mask, ax=axes[0, j], lim=lim, title=f"{name}: samples")
+        if r.trajectory is not None:
+            plot_trajectories(r, n=n_traj, ax=axes[1, j], lim=lim, title=f"{name}: trajectories")
+        else:
+            axes[1, j].axis("off")
+    fig.suptitle(suptitle)
+    fig.tight_layout()
+    return fig
+
+
+def plot_corrected_raster(corrected: torch.Tensor, *, ax=None, title: str = "CDTC corrections"):
+    """Raster of the corrected mask, shape (steps, B): which sample was corrected at which step."""
+    if corrected is None or corrected.ndim != 2:
+        raise ValueError("corrected must be a bool tensor of shape (steps, B)")
+    fig, ax = _axes(ax, figsize=(7, 4))
+    ax.imshow(corrected.T.cpu().numpy(), aspect="auto", interpolation="nearest", cmap="Greys")
+    ax.set(title=title, xlabel="DDIM step", ylabel="sample")
+    return fig
+
+
+# --------------------------------------------------------------------------- notebook figures
+def plot_modes(mixture, harmful=None, *, ax, nsigma: float = 2.0, label: bool = True):
+    """Circles of radius ``nsigma``·std around each component mean of a 2-D mixture, harmful
+    ones (bool mask (K,)) in red, safe ones in blue. Draws on ``ax``; returns ``ax``."""
+    from matplotlib.patches import Circle
+
+    if mixture.dim != 2:
+        raise ValueError(f"plot_modes draws 2-D mixtures only, got dimension {mixture.dim}")
+    harmful = (
+        torch.zeros(mixture.num_components, dtype=torch.bool)
+        if harmful is None
+        else torch.as_tensor(harmful, dtype=torch.bool)
+    )
+    stds = torch.linalg.eigvalsh(mixture.covs).max(-1).values.sqrt()
+    done = set()
+    for k in range(mixture.num_components):
+        bad = bool(harmful[k])
+        colour = HARMFUL_COLOR if bad else SAFE_COLOR
+        name = ("harmful mode" if bad else "safe mode") if label and bad not in done else None
+        done.add(bad)
+        mu = mixture.means[k].tolist()
+        ax.add_patch(
+            Circle(
+                mu,
+                nsigma * float(stds[k]),
+                fill=bad,
+                fc=colour,
+                ec=colour,
+                alpha=0.35 if bad else 0.9,
+                lw=1.5,
+                label=name,
+            )
+        )
+    return ax
+
+
+def plot_score_fields(
+    exact_score,
+    learned_score,
+    *,
+    lim: float = 3.0,
+    grid: int = 81,
+    quiver_grid: int = 17,
+    suptitle: str = "Exact vs learned score",
+):
+    """Three panels: the exact score, the learned score (quivers) and the error map
+    |s_learned - s_exact| / (|s_exact| + 1) on a grid over [-lim, lim]².
+
+    Args:
+        exact_score, learned_score: callables x (N, 2) -> (N, 2).
+    """
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.6))
+    v = torch.linspace(-lim, lim, quiver_grid, dtype=torch.float64)
+    QX, QY = torch.meshgrid(v, v, indexing="xy")
+    q = torch.stack([QX.reshape(-1), QY.reshape(-1)], -1)
+    for ax, fn, name in (
+        (axes[0], exact_score, "exact score"),
+        (axes[1], learned_score, "learned score"),
+    ):
+        with torch.no_grad():
+            s = fn(q).double()
+        n = s.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        s = s / n * torch.log1p(n)
+        ax.quiver(q[:, 0], q[:, 1], s[:, 0], s[:, 1], color="k", width=0.004)
+        ax.set(title=name, xlabel="$x_1$", ylabel="$x_2$", xlim=(-lim, lim), ylim=(-lim, lim))
+        ax.set_aspect("equal")
+    u = torch.linspace(-lim, lim, grid, dtype=torch.float64)
+    X, Y = torch.meshgrid(u, u, indexing="xy")
+    pts = torch.stack([X.reshape(-1), Y.reshape(-1)], -1)
+    with torch.no_grad():
+        se, sl = exact_score(pts).double(), learned_score(pts).double()
+    err = ((sl - se).norm(dim=-1) / (se.norm(dim=-1) + 1)).reshape(grid, grid)
+    im = axes[2].imshow(err.numpy(), extent=(-lim, lim, -lim, lim), origin="lower", cmap="magma")
+    fig.colorbar(im, ax=axes[2], fraction=0.046, pad=0.04, label="relative error")
+    axes[2].set(title="error |s_θ - s| / (|s| + 1)", xlabel="$x_1$", ylabel="$x_2$")
+    fig.suptitle(suptitle)
+    fig.tight_layout()
+    return fig
+
+
+def plot_guidance_paths(
+    results: dict,
+    *,
+    mixture,
+    harmful,
+    n: int = 40,
+    lim: float = 3.0,
+    suptitle: str = "Guidance in x_t space vs x̂0 space",
+):
+    """Side-by-side trajectories, one panel per strategy, on the same axes and noise.
+
+    Each panel: the data modes (harmful filled red, safe blue circles), the x_t paths of the
+    first ``n`` samples coloured by step (solid), their x̂0 paths (dashed), red crosses where the
+    guidance changed x̂0, and the final samples (black dots, red if they land in a harmful mode).
+
+    Args:
+        results: {name: SampleResult} from ``ddim_sample(..., record=True)`` on 2-D data, all
+            started from the same x_T.
+        mixture, harmful: the data mixture and its harmful-component mask (K,).
+    """
+    names = list(results)
+    fig, axes = plt.subplots(1, len(names), figsize=(5.2 * len(names), 5.4), squeeze=False)
+    harmful = torch.as_tensor(harmful, dtype=torch.bool)
+    for ax, name in zip(axes[0], names):
+        r = results[name]
+        if r.trajectory is None or r.trajectory.shape[-1] != 2:
+            raise ValueError(f"results[{name!r}] must be a 2-D result sampled with record=True")
+        plot_modes(mixture, harmful, ax=ax)
+        traj = r.trajectory[:, :n].detach().cpu().double().numpy()
+        lc = _coloured_paths(ax, traj, "viridis", 0.9, 0.75)
+        x0 = r.x0_hats_guided[:, :n].detach().cpu().double().numpy()
+        _coloured_paths(ax, x0, "plasma", 0.7, 0.45, ls="dashed")
+        if r.corrected is not None and r.corrected[:, :n].any():
+            c = r.corrected[:, :n]
+            pts = r.x0_hats[:, :n][c].detach().cpu().double()
+            ax.scatter(
+                pts[:, 0],
+                pts[:, 1],
+                marker="x",
+                s=14,
+                c=HARMFUL_COLOR,
+                lw=0.8,
+                label="guided step (at x̂0)",
+            )
+        end = r.samples[:n].detach().cpu().double()
+        bad = harmful[mixture.component_log_probs(end.clamp(-1e6, 1e6)).argmax(-1)]
+        ax.scatter(end[~bad, 0], end[~bad, 1], s=14, c="k", zorder=4, label="final sample")
+        if bad.any():
+            ax.scatter(
+                end[bad, 0],
+                end[bad, 1],
+                s=30,
+                c=HARMFUL_COLOR,
+                ec="k",
+                zorder=5,
+                label="final sample, harmful",
+            )
+        ax.set(title=name, xlabel="$x_1$", ylabel="$x_2$", xlim=(-lim, lim), ylim=(-lim, lim))
+        ax.set_aspect("equal")
+        ax.legend(loc="lower left", fontsize=7, framealpha=0.8)
+    fig.colorbar(
+        lc, ax=list(axes[0]), fraction=0.02, pad=0.02, label="DDIM step (x_t solid, x̂0 dashed)"
+    )
+    fig.suptitle(suptitle)
+    return fig
+
+
+def plot_tradeoff(
+    curves: dict,
+    *,
+    xlabel: str = "distance to the safe data",
+    ylabel: str = "harmful rate",
+    title: str = "Harm vs fidelity",
+    ax=None,
+    annotate: bool = True,
+):
+    """Curves of one metric against another, one per swept parameter.
+
+    Args:
+        curves: {name: (xs, ys, labels)} with labels (the swept values) written next to the
+            points when ``annotate``; labels may be None.
+    """
+    fig, ax = _axes(ax, figsize=(6, 4.5))
+    for name, (xs, ys, labels) in curves.items():
+        ax.plot(xs, ys, "o-", label=name)
+        if annotate and labels is not None:
+            for x, y, lab in zip(xs, ys, labels):
+                ax.annotate(
+                    f"{lab:g}" if isinstance(lab, float) else str(lab),
+                    (x, y),
+                    fontsize=7,
+                    xytext=(3, 3),
+                    textcoords="offset points",
+                )
+    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def plot_image_grid(
+    images: torch.Tensor,
+    *,
+    nrow: int = 10,
+    image_shape: tuple[int, int] = (8, 8),
+    labels=None,
+    ax=None,
+    title: str = "Samples",
+    vmin: float = -1.0,
+    vmax: float = 1.0,
+):
+    """Grid of small greyscale images, (N, H*W) or (N, H, W), values clipped to [vmin, vmax].
+
+    labels: optional (N,) ints written above the images (e.g. a classifier's prediction).
+    """
+    x = images.detach().cpu().double()
+    h, w = image_shape
+    if x.ndim == 2:
+        if x.shape[1] != h * w:
+            raise ValueError(f"images of shape (N, {h * w}) expected for image_shape {image_shape}")
+        x = x.reshape(-1, h, w)
+    if x.ndim != 3 or x.shape[1:] != (h, w):
+        raise ValueError(
+            f"images must have shape (N, {h * w}) or (N, {h}, {w}), got {tuple(images.shape)}"
+        )
+    if isinstance(nrow, bool) or not isinstance(nrow, int) or nrow < 1:
+        raise ValueError(f"nrow must be an integer >= 1, got {nrow!r}")
+    N = x.shape[0]
+    rows = -(-N // nrow)
+    canvas = torch.full((rows * (h + 1) + 1, nrow * (w + 1) + 1), float(vmax))
+    for i in range(N):
+        r, c = divmod(i, nrow)
+        canvas[1 + r * (h + 1) : 1 + r * (h + 1) + h, 1 + c * (w + 1) : 1 + c * (w + 1) + w] = x[
+            i
+        ].clamp(vmin, vmax)
+    fig, ax = _axes(ax, figsize=(0.55 * nrow + 0.5, 0.6 * rows + 0.7))
+    ax.imshow(canvas.numpy(), cmap="gray_r", vmin=vmin, vmax=vmax, interpolation="nearest")
+    if labels is not None:
+        for i, lab in enumerate(torch.as_tensor(labels).tolist()):
+            r, c = divmod(i, nrow)
+            ax.text(
+                1 + c * (w + 1) + w - 1,
+                1 + r * (h + 1),
+                str(lab),
+                color=HARMFUL_COLOR,
+                fontsize=6,
+                ha="right",
+                va="top",
+            )
+    ax.set(title=title, xticks=[], yticks=[])
+    return fig
