@@ -28,6 +28,7 @@ from .sampling import (
     x0_to_eps,
 )
 from .schedules import NoiseSchedule
+from .solvers import dpm_solver_sample
 
 __version__ = "0.1.0"
 
@@ -35,6 +36,7 @@ __all__ = [
     "NoiseSchedule",
     "ddim_sample",
     "ddim_step",
+    "dpm_solver_sample",
     "DDIMStepOutput",
     "SampleResult",
     "predict_x0",
