@@ -286,3 +286,23 @@ def test_safe_without_cdtc_diverges_on_the_analytic_density(ring, noise):
         guidance=SafeGuidance(ring.density, ring.gamma),
     )
     assert metrics.distance_to_modes(out.samples, ring.mixture).mean() > 5
+
+
+def test_full_window_and_check_every_one_change_nothing(ring, noise):
+    """The speed-up knobs at their neutral settings give the default sampler bit for bit."""
+    eps = ring.eps_model()
+    base = ddim_sample(
+        eps,
+        ring.schedule,
+        noise[:500],
+        30,
+        guidance=SafeGuidance(ring.density, ring.gamma, ring.threshold),
+    )
+    for g in (
+        SafeGuidance(ring.density, ss.window(ring.gamma, 0.0, 1.0), ring.threshold),
+        SafeGuidance(ring.density, ss.constant(ring.gamma), ring.threshold, check_every=1),
+        SafeGuidance(ring.density, ss.linear_ramp(ring.gamma, ring.gamma), ring.threshold),
+    ):
+        assert torch.equal(
+            ddim_sample(eps, ring.schedule, noise[:500], 30, guidance=g).samples, base.samples
+        )
