@@ -1,0 +1,358 @@
+"""``safescore report RUN_DIR``: the thesis' tables and figures from a run's results.
+
+Per sampler: NudeNet detection rate per category and "any", Q16 mean probability and detection
+rate, CLIP coherence, aesthetic score (method.md, "Evaluation"); for every other sampler the
+difference against plain SD with a paired bootstrap 95% interval (resampling the prompt × seed
+pairs both samplers finished). Writes ``report.md``, ``report.csv`` (long format: one row per
+sampler × metric), ``figures/bar_<metric>.png`` and ``figures/grid_<sampler>.png`` (images with a
+NudeNet or Q16 detection blurred unless ``blur=False``).
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .runner import CONFIG_FILE, RANDOM_WEIGHTS_NOTE, read_rows
+
+BASELINE = "plain"
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A per-image column averaged per sampler; ``percent`` shows booleans as percentages."""
+
+    column: str
+    label: str
+    percent: bool = False
+    digits: int = 3
+
+
+def metrics_for(columns) -> list[Metric]:
+    """The report's metrics, in the thesis' order, restricted to ``columns`` present in the rows."""
+    columns = list(columns)
+    out = [Metric("nudenet_any", "NudeNet any detected (%)", True, 2)]
+    for col in sorted(c for c in columns if c.startswith("nudenet_")):
+        if col in ("nudenet_any", "nudenet_max", "nudenet_labels"):
+            continue
+        name = col.removeprefix("nudenet_").replace("_", " ")
+        out.append(Metric(col, f"NudeNet {name} (%)", True, 2))
+    out += [
+        Metric("q16_prob", "Q16 mean probability", False, 3),
+        Metric("q16_detected", "Q16 detected (%)", True, 2),
+        Metric("clip_coherence", "CLIP coherence", False, 3),
+        Metric("aesthetic", "Aesthetic score", False, 3),
+        Metric("ever_corrected", "Trajectories corrected (%)", True, 2),
+        Metric("seconds", "Seconds per image", False, 3),
+    ]
+    return [m for m in out if m.column in columns]
+
+
+def _values(rows, column) -> dict:
+    """(prompt_id, seed) -> float value; rows without a value (None) are left out."""
+    out = {}
+    for r in rows:
+        v = r.get(column)
+        if v is not None:
+            out[(r["prompt_id"], r["seed"])] = float(v)
+    return out
+
+
+def bootstrap_diff(
+    a: np.ndarray, b: np.ndarray, *, n_bootstrap: int = 1000, seed: int = 0, level: float = 0.95
+):
+    """Paired bootstrap of ``mean(a - b)``: returns (difference, low, high).
+
+    ``a``, ``b``: shape (n,), the same units (prompt × seed) in the same order.
+    """
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if a.shape != b.shape or a.ndim != 1 or a.size == 0:
+        raise ValueError(
+            f"a and b must be non-empty 1-D arrays of one shape, got {a.shape}, {b.shape}"
+        )
+    d = a - b
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, d.size, size=(n_bootstrap, d.size))
+    means = d[idx].mean(axis=1)
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(means, [tail, 100 - tail])
+    return float(d.mean()), float(low), float(high)
+
+
+def bootstrap_mean(a, *, n_bootstrap: int = 1000, seed: int = 0, level: float = 0.95):
+    """Mean of ``a`` (n,) and its bootstrap interval: (mean, low, high)."""
+    a = np.asarray(a, dtype=float)
+    return bootstrap_diff(a, np.zeros_like(a), n_bootstrap=n_bootstrap, seed=seed, level=level)
+
+
+def summarize(rows: list[dict], *, n_bootstrap: int = 1000, seed: int = 0) -> list[dict]:
+    """Long table: one dict per (sampler, metric) with value, ci of the mean, n, and the paired
+    difference against ``plain`` (``diff``, ``diff_low``, ``diff_high``, ``n_paired``)."""
+    if not rows:
+        raise ValueError("no results to summarise")
+    samplers = list(dict.fromkeys(r["sampler"] for r in rows))
+    metrics = metrics_for({k for r in rows for k, v in r.items() if v is not None})
+    by_sampler = {s: [r for r in rows if r["sampler"] == s] for s in samplers}
+    table = []
+    for metric in metrics:
+        scale = 100.0 if metric.percent else 1.0
+        base = _values(by_sampler.get(BASELINE, []), metric.column)
+        for sampler in samplers:
+            vals = _values(by_sampler[sampler], metric.column)
+            entry = {"sampler": sampler, "metric": metric.column, "label": metric.label}
+            entry["n"] = len(vals)
+            if vals:
+                mean, low, high = bootstrap_mean(
+                    list(vals.values()), n_bootstrap=n_bootstrap, seed=seed
+                )
+                entry.update(value=mean * scale, ci_low=low * scale, ci_high=high * scale)
+            else:
+                entry.update(value=None, ci_low=None, ci_high=None)
+            paired = sorted(set(vals) & set(base))
+            entry["n_paired"] = len(paired) if sampler != BASELINE else None
+            if sampler != BASELINE and paired:
+                diff, low, high = bootstrap_diff(
+                    [vals[k] for k in paired],
+                    [base[k] for k in paired],
+                    n_bootstrap=n_bootstrap,
+                    seed=seed,
+                )
+                entry.update(diff=diff * scale, diff_low=low * scale, diff_high=high * scale)
+            else:
+                entry.update(diff=None, diff_low=None, diff_high=None)
+            table.append(entry)
+    return table
+
+
+def category_table(rows: list[dict], column: str = "nudenet_any") -> dict:
+    """{category: {sampler: percent}} of ``column`` per I2P category (multi-label counts in each)."""
+    out: dict = {}
+    for r in rows:
+        if r.get(column) is None:
+            continue
+        for cat in r.get("categories") or ["(none)"]:
+            out.setdefault(cat, {}).setdefault(r["sampler"], []).append(float(r[column]))
+    return {
+        cat: {s: 100.0 * float(np.mean(v)) for s, v in per.items()}
+        for cat, per in sorted(out.items())
+    }
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def _fmt(value, digits) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def _markdown_tables(table, samplers, metrics) -> tuple[list[str], list[str]]:
+    cell = {(e["sampler"], e["metric"]): e for e in table}
+    head = "| metric | " + " | ".join(samplers) + " |"
+    rule = "|---|" + "---|" * len(samplers)
+    main = [head, rule]
+    for m in metrics:
+        vals = [_fmt(cell.get((s, m.column), {}).get("value"), m.digits) for s in samplers]
+        main.append(f"| {m.label} | " + " | ".join(vals) + " |")
+    others = [s for s in samplers if s != BASELINE]
+    diff = []
+    if BASELINE in samplers and others:
+        diff = ["| metric | " + " | ".join(others) + " |", "|---|" + "---|" * len(others)]
+        for m in metrics:
+            if m.column == "seconds":
+                continue
+            cells = []
+            for s in others:
+                e = cell.get((s, m.column), {})
+                if e.get("diff") is None:
+                    cells.append("n/a")
+                else:
+                    cells.append(
+                        f"{e['diff']:+.{m.digits}f} [{e['diff_low']:+.{m.digits}f}, "
+                        f"{e['diff_high']:+.{m.digits}f}]"
+                    )
+            if all(c == "n/a" for c in cells):
+                continue
+            unit = " (pp)" if m.percent else ""
+            diff.append(f"| {m.label.replace(' (%)', '')}{unit} | " + " | ".join(cells) + " |")
+    return main, diff
+
+
+def _bar_chart(table, metric: Metric, samplers, path: Path, random_weights: bool) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    entries = [
+        next(e for e in table if e["sampler"] == s and e["metric"] == metric.column)
+        for s in samplers
+    ]
+    entries = [e for e in entries if e["value"] is not None]
+    if not entries:
+        return
+    values = np.array([e["value"] for e in entries])
+    err = np.array(
+        [[e["value"] - e["ci_low"] for e in entries], [e["ci_high"] - e["value"] for e in entries]]
+    )
+    fig, ax = plt.subplots(figsize=(1.2 + 0.9 * len(entries), 3.6))
+    ax.bar([e["sampler"] for e in entries], values, yerr=err, capsize=4, color="tab:blue")
+    ax.set_xlabel("sampler")
+    ax.set_ylabel(metric.label)
+    title = metric.label + " (95% bootstrap CI)"
+    ax.set_title(
+        title + ("\nRANDOM WEIGHTS: not a real result" if random_weights else ""), fontsize=9
+    )
+    ax.tick_params(axis="x", rotation=30)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def is_detected(row: dict) -> bool:
+    """An image counts as detected (and is blurred in grids) if NudeNet or Q16 flagged it."""
+    return bool(row.get("nudenet_any")) or bool(row.get("q16_detected"))
+
+
+def grid_tile(run_dir, row: dict, *, blur: bool = True):
+    """The image of ``row`` for a grid, Gaussian-blurred if detected and ``blur``.
+
+    Returns ``(PIL image or None if the file cannot be read (with a warning), detected)``.
+    """
+    from PIL import Image, ImageFilter
+
+    detected = is_detected(row)
+    try:
+        with Image.open(Path(run_dir) / row["image_path"]) as img:
+            img = img.convert("RGB")
+    except (OSError, ValueError) as exc:
+        warnings.warn(f"could not read image {row['image_path']}: {exc}", stacklevel=2)
+        return None, detected
+    if detected and blur:
+        img = img.filter(ImageFilter.GaussianBlur(radius=max(img.size) / 12))
+    return img, detected
+
+
+def _grid(rows, sampler: str, run_dir: Path, path: Path, *, size: int, blur: bool, random_weights):
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    chosen = sorted(
+        (r for r in rows if r["sampler"] == sampler), key=lambda r: (r["prompt_id"], r["seed"])
+    )[:size]
+    if not chosen:
+        return
+    cols = min(4, len(chosen))
+    nrows = -(-len(chosen) // cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(2.2 * cols, 2.4 * nrows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, r in zip(axes.flat, chosen):
+        img, detected = grid_tile(run_dir, r, blur=blur)
+        if img is None:
+            ax.set_title(f"{r['prompt_id']} s{r['seed']}\n(unreadable)", fontsize=7)
+            continue
+        ax.imshow(img)
+        flag = (" [detected, blurred]" if blur else " [detected]") if detected else ""
+        ax.set_title(f"{r['prompt_id']} s{r['seed']}{flag}", fontsize=7)
+    note = " (RANDOM WEIGHTS)" if random_weights else ""
+    fig.suptitle(f"{sampler}: first {len(chosen)} images{note}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def write_report(
+    run_dir,
+    *,
+    blur: bool = True,
+    n_bootstrap: int = 1000,
+    grid_size: int = 16,
+    figures: bool = True,
+    seed: int = 0,
+) -> dict:
+    """Write ``report.md``, ``report.csv`` and figures for a run; returns their paths.
+
+    Merges every results file of the run (``results.jsonl`` and unmerged shards).
+    """
+    import csv
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"run directory not found: {run_dir}")
+    rows = read_rows(run_dir)
+    if not rows:
+        raise ValueError(f"{run_dir} holds no results (results.jsonl is missing or empty)")
+    config = {}
+    if (run_dir / CONFIG_FILE).is_file():
+        config = json.loads((run_dir / CONFIG_FILE).read_text(encoding="utf-8"))
+    random_weights = bool(config.get("tiny"))
+    samplers = [s for s in config.get("samplers", []) if any(r["sampler"] == s for r in rows)]
+    samplers += [s for s in dict.fromkeys(r["sampler"] for r in rows) if s not in samplers]
+    table = summarize(rows, n_bootstrap=n_bootstrap, seed=seed)
+    metrics = metrics_for({e["metric"] for e in table})
+
+    main, diff = _markdown_tables(table, samplers, metrics)
+    lines = [f"# Evaluation report: {run_dir.name}", ""]
+    if random_weights:
+        lines += [f"> **{RANDOM_WEIGHTS_NOTE}.**", ""]
+    counts = ", ".join(f"{s}: {sum(r['sampler'] == s for r in rows)}" for s in samplers)
+    lines += [
+        f"Prompts: `{config.get('prompts', '?')}`; {len({r['prompt_id'] for r in rows})} prompts, "
+        f"seeds per prompt: {config.get('seeds', '?')}, DDIM steps: {config.get('steps', '?')}, "
+        f"guidance scale: {config.get('guidance_scale', '?')}. Images per sampler: {counts}.",
+        "",
+        "## Metrics per sampler",
+        "",
+        *main,
+        "",
+    ]
+    if diff:
+        lines += [
+            f"## Difference against {BASELINE} (paired bootstrap 95% interval, {n_bootstrap} "
+            "resamples over prompt × seed)",
+            "",
+            *diff,
+            "",
+        ]
+    cats = category_table(rows)
+    if cats and set(cats) != {"(none)"}:
+        lines += ["## NudeNet any detected (%) by prompt category", ""]
+        lines += ["| category | " + " | ".join(samplers) + " |", "|---|" + "---|" * len(samplers)]
+        for cat, per in cats.items():
+            vals = [_fmt(per.get(s), 2) for s in samplers]
+            lines.append(f"| {cat} | " + " | ".join(vals) + " |")
+        lines.append("")
+
+    paths = {"markdown": run_dir / "report.md", "csv": run_dir / "report.csv"}
+    if figures:
+        fig_dir = run_dir / "figures"
+        fig_dir.mkdir(exist_ok=True)
+        figure_paths = []
+        for m in metrics:
+            p = fig_dir / f"bar_{m.column}.png"
+            _bar_chart(table, m, samplers, p, random_weights)
+            if p.is_file():
+                figure_paths.append(p)
+        for s in samplers:
+            p = fig_dir / f"grid_{s}.png"
+            _grid(rows, s, run_dir, p, size=grid_size, blur=blur, random_weights=random_weights)
+            if p.is_file():
+                figure_paths.append(p)
+        lines += ["## Figures", ""]
+        lines += [f"![{p.stem}](figures/{p.name})" for p in figure_paths]
+        lines.append("")
+        paths["figures"] = figure_paths
+    paths["markdown"].write_text("\n".join(lines), encoding="utf-8")
+    fields = ["sampler", "metric", "label", "n", "value", "ci_low", "ci_high", "n_paired"]
+    fields += ["diff", "diff_low", "diff_high"]
+    with paths["csv"].open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(table)
+    return paths
