@@ -401,7 +401,7 @@ def plot_image_grid(
         raise ValueError(f"nrow must be an integer >= 1, got {nrow!r}")
     N = x.shape[0]
     rows = -(-N // nrow)
-    canvas = torch.full((rows * (h + 1) + 1, nrow * (w + 1) + 1), float(vmax))
+    canvas = torch.full((rows * (h + 1) + 1, nrow * (w + 1) + 1), float(vmin))
     for i in range(N):
         r, c = divmod(i, nrow)
         canvas[1 + r * (h + 1) : 1 + r * (h + 1) + h, 1 + c * (w + 1) : 1 + c * (w + 1) + w] = x[

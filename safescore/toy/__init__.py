@@ -10,3 +10,11 @@ __all__ = [
     "ring_problem",
     "linear_manifold_problem",
 ]
+
+
+def __getattr__(name):  # the digits toy needs scikit-learn: import it on first use
+    if name == "digits":
+        import importlib
+
+        return importlib.import_module(".digits", __name__)
+    raise AttributeError(f"module 'safescore.toy' has no attribute {name!r}")
