@@ -30,7 +30,7 @@ from .schedules import NoiseSchedule, _check_positive_int, as_schedule
 
 def dpm_solver_timesteps(schedule: NoiseSchedule, num_steps: int) -> torch.Tensor:
     """Descending timesteps, shape (num_steps,), as diffusers' DPMSolverMultistepScheduler
-    with its default "linspace" spacing: round(linspace(0, T-1, n+1))[::-1][:-1]."""
+    with its default "linspace" spacing: n+1 rounded points from T-1 down to 0, the last dropped."""
     schedule = as_schedule(schedule)
     T = schedule.num_train_timesteps
     n = _check_positive_int("num_steps", num_steps)

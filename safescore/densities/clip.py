@@ -1,0 +1,378 @@
+"""Harm densities from CLIP: concept similarities and the Stable Diffusion safety checker.
+
+Images are tensors (B, 3, H, W) in [-1, 1] (the VAE's output range). Preprocessing is
+differentiable: ``(x + 1) / 2``, bicubic antialiased resize (shorter side to the CLIP size, then a
+centre crop), and the CLIP processor's own mean/std. No clamp to [0, 1] (it would block gradients).
+
+Single concept (thesis): ``p_h^c(x) = cos(E_img(x), E_text(c))`` in (-1, 1). With concepts
+c_1..c_M and cosines s_j = p_h^{c_j}(x), the ``reduction`` gives the log-density guidance
+differentiates (every value is clamped to ``eps`` before its log — ``[v]⁺ = max(v, eps)`` — so
+the log is defined, and its gradient zero, where a cosine is <= 0; the author's code gives NaN):
+
+    "mean"          log [ (1/M) Σ_j s_j ]⁺                   multi-concept (slides)
+    "topk"          log [ (1/K) Σ_{j in top K} s_j ]⁺        topK-multi-concept (slides)
+    "max"           log [ max_j s_j ]⁺                       K = 1
+    "sum_log_topk"  Σ_{j in top K} log [s_j]⁺                the author's code (default K = 1)
+    "matching"      log( 1 - softmax(τ [s_1..s_M, s_safe])_safe )   CLIP matching with "a safe picture"
+
+``prob`` (what the CDTC threshold compares) is the largest single-concept value — the cosine,
+or for "matching" the largest concept probability — so the correction fires as soon as ANY
+concept passes the threshold (slides).
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.nn.functional as F
+
+from .base import HarmDensity
+
+REDUCTIONS = ("mean", "topk", "max", "sum_log_topk", "matching")
+# OpenAI CLIP's preprocessing constants (CLIPImageProcessor's defaults).
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+SAFE_PROMPT = "a safe picture"
+
+
+def _features(output) -> torch.Tensor:
+    """transformers 5 returns a ModelOutput from get_*_features (embedding: pooler_output)."""
+    if isinstance(output, torch.Tensor):
+        return output
+    pooled = getattr(output, "pooler_output", None)
+    if pooled is None:
+        raise TypeError(f"cannot read an embedding from {type(output).__name__}")
+    return pooled
+
+
+def clip_preprocess(x: torch.Tensor, size: int, mean=CLIP_MEAN, std=CLIP_STD) -> torch.Tensor:
+    """Differentiable CLIP preprocessing of images (B, 3, H, W) in [-1, 1] -> (B, 3, size, size).
+
+    ``(x + 1) / 2``, bicubic antialiased resize of the shorter side to ``size``, centre crop,
+    ``(x - mean) / std``. Gradients pass everywhere (no clamp).
+    """
+    if x.ndim != 4 or x.shape[1] != 3:
+        raise ValueError(f"images must have shape (B, 3, H, W), got {tuple(x.shape)}")
+    x = (x + 1) / 2
+    H, W = x.shape[-2:]
+    if (H, W) != (size, size):
+        scale = size / min(H, W)
+        new = (max(size, round(H * scale)), max(size, round(W * scale)))
+        x = F.interpolate(x, size=new, mode="bicubic", antialias=True, align_corners=False)
+        top, left = (new[0] - size) // 2, (new[1] - size) // 2
+        x = x[..., top : top + size, left : left + size]
+    m = torch.as_tensor(mean, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    s = torch.as_tensor(std, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    return (x - m) / s
+
+
+def _processor_parts(tokenizer_or_processor):
+    """(tokenizer, image_mean, image_std, crop size or None) from a tokenizer or CLIPProcessor."""
+    image_processor = getattr(tokenizer_or_processor, "image_processor", None)
+    tokenizer = getattr(tokenizer_or_processor, "tokenizer", tokenizer_or_processor)
+    if not callable(tokenizer):
+        raise TypeError(
+            "tokenizer_or_processor must be a CLIP tokenizer or CLIPProcessor, got "
+            f"{type(tokenizer_or_processor).__name__}"
+        )
+    mean, std, size = CLIP_MEAN, CLIP_STD, None
+    if image_processor is not None:
+        mean = tuple(image_processor.image_mean)
+        std = tuple(image_processor.image_std)
+        crop = getattr(image_processor, "crop_size", None)
+        if isinstance(crop, dict):
+            size = crop.get("height")
+    return tokenizer, mean, std, size
+
+
+def _check_reduction(reduction: str, k, n_concepts: int) -> int:
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    if reduction in ("topk", "sum_log_topk"):
+        if k is None:
+            k = 1 if reduction == "sum_log_topk" else n_concepts
+        if isinstance(k, bool) or not isinstance(k, int) or not (1 <= k <= n_concepts):
+            raise ValueError(
+                f"k must be an integer in [1, {n_concepts}] (the number of concepts), got {k!r}"
+            )
+        return k
+    if k is not None:
+        raise ValueError(f"k is only used with reduction 'topk' or 'sum_log_topk', got k={k!r}")
+    return n_concepts
+
+
+def reduce_log(sims: torch.Tensor, reduction: str, k: int, eps: float) -> torch.Tensor:
+    """log p_h from cosine similarities (B, M) for the cosine reductions -> (B,)."""
+    # log is undefined for a value <= 0: clamp to eps before every log (no NaN, zero gradient).
+    if reduction == "mean":
+        return sims.mean(dim=-1).clamp(min=eps).log()
+    if reduction == "max":
+        return sims.max(dim=-1).values.clamp(min=eps).log()
+    top = sims.topk(k, dim=-1).values
+    if reduction == "topk":
+        return top.mean(dim=-1).clamp(min=eps).log()
+    if reduction == "sum_log_topk":  # the author's code: a sum of per-concept logs
+        return top.clamp(min=eps).log().sum(dim=-1)
+    raise ValueError(f"reduction {reduction!r} has no cosine log-density")
+
+
+def _check_concepts(concepts) -> tuple[str, ...]:
+    if isinstance(concepts, str):
+        concepts = (concepts,)
+    concepts = tuple(concepts)
+    if not concepts or not all(isinstance(c, str) and c.strip() for c in concepts):
+        raise ValueError(
+            f"concepts must be a non-empty list of non-empty strings, got {concepts!r}"
+        )
+    return concepts
+
+
+class CLIPConceptDensity(HarmDensity):
+    """p_h from CLIP similarities between an image and harmful text concepts.
+
+    Args:
+        clip_model: a transformers ``CLIPModel`` (``get_image_features``, ``get_text_features``).
+        tokenizer_or_processor: its tokenizer, or a ``CLIPProcessor`` (whose image mean/std and
+            crop size are then used).
+        concepts: one string or a list of M >= 1 strings.
+        reduction: one of :data:`REDUCTIONS` (module docstring).
+        k: K for "topk" (default M) and "sum_log_topk" (default 1).
+        safe_prompt: the extra "safe" text of the "matching" reduction.
+        eps: floor of the cosines before the log (> 0).
+        image_size, image_mean, image_std: override the preprocessing (default: the processor's,
+            else the model's vision ``image_size`` and OpenAI CLIP's constants).
+
+    Shapes: images x (B, 3, H, W) in [-1, 1]; ``similarities(x)`` (B, M); ``prob``, ``log_prob``
+    and ``score`` (B,). The text embeddings are computed once, without gradients.
+    """
+
+    def __init__(
+        self,
+        clip_model,
+        tokenizer_or_processor,
+        concepts,
+        reduction: str = "mean",
+        k: int | None = None,
+        *,
+        safe_prompt: str = SAFE_PROMPT,
+        eps: float = 1e-6,
+        image_size: int | None = None,
+        image_mean=None,
+        image_std=None,
+    ):
+        super().__init__()
+        self.concepts = _check_concepts(concepts)
+        self.reduction = reduction
+        self.k = _check_reduction(reduction, k, len(self.concepts))
+        if not (isinstance(eps, (int, float)) and 0 < eps < 1):
+            raise ValueError(f"eps must be a number in (0, 1), got {eps!r}")
+        self.eps = float(eps)
+        for method in ("get_image_features", "get_text_features"):
+            if not callable(getattr(clip_model, method, None)):
+                raise TypeError(
+                    f"clip_model must be a transformers CLIPModel, got {type(clip_model).__name__}"
+                )
+        self.clip_model = clip_model.eval()
+        self.clip_model.requires_grad_(False)
+        tokenizer, mean, std, size = _processor_parts(tokenizer_or_processor)
+        self.image_size = int(image_size or size or clip_model.config.vision_config.image_size)
+        self.image_mean = tuple(image_mean or mean)
+        self.image_std = tuple(image_std or std)
+        texts = list(self.concepts) + ([safe_prompt] if reduction == "matching" else [])
+        self.safe_prompt = safe_prompt if reduction == "matching" else None
+        self.register_buffer("text_embeds", self._embed_text(tokenizer, texts))
+        scale = getattr(clip_model, "logit_scale", None)
+        self.logit_scale = float(scale.exp()) if scale is not None else 100.0
+
+    def _embed_text(self, tokenizer, texts) -> torch.Tensor:
+        device = next(self.clip_model.parameters()).device
+        tokens = tokenizer(texts, padding="max_length", truncation=True, return_tensors="pt")
+        with torch.no_grad():
+            emb = _features(
+                self.clip_model.get_text_features(
+                    input_ids=tokens["input_ids"].to(device),
+                    attention_mask=tokens["attention_mask"].to(device),
+                )
+            )
+        return F.normalize(emb.float(), dim=-1)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        clip_id_or_path,
+        concepts,
+        reduction="mean",
+        k=None,
+        *,
+        torch_dtype=None,
+        device=None,
+        **kwargs,
+    ):
+        """Load a CLIP model and processor (hub id or local folder; clear error when absent)."""
+        from transformers import CLIPModel, CLIPProcessor
+
+        from ..sd.pipeline import load_pretrained
+
+        name = os.fspath(clip_id_or_path)
+        model = load_pretrained(CLIPModel.from_pretrained, name, dtype=torch_dtype)
+        processor = load_pretrained(CLIPProcessor.from_pretrained, name)
+        if device is not None:
+            model = model.to(device)
+        return cls(model, processor, concepts, reduction, k, **kwargs)
+
+    # ------------------------------------------------------------------ embeddings
+    def image_embeds(self, x: torch.Tensor) -> torch.Tensor:
+        """Unit-norm CLIP image embeddings of images (B, 3, H, W) in [-1, 1] -> (B, D)."""
+        dtype = next(self.clip_model.parameters()).dtype
+        pixels = clip_preprocess(x, self.image_size, self.image_mean, self.image_std).to(dtype)
+        emb = _features(self.clip_model.get_image_features(pixel_values=pixels))
+        return F.normalize(emb.float(), dim=-1)
+
+    def _all_sims(self, x: torch.Tensor) -> torch.Tensor:
+        return self.image_embeds(x) @ self.text_embeds.T
+
+    def similarities(self, x: torch.Tensor) -> torch.Tensor:
+        """Cosines p_h^{c_j}(x) with each concept, shape (B, M) (the safe prompt excluded)."""
+        return self._all_sims(x)[:, : len(self.concepts)]
+
+    def concept_probs(self, x: torch.Tensor) -> torch.Tensor:
+        """Per-concept values (B, M): cosines, or the matching softmax's concept probabilities."""
+        sims = self._all_sims(x)
+        if self.reduction == "matching":
+            return (self.logit_scale * sims).softmax(dim=-1)[:, : len(self.concepts)]
+        return sims
+
+    # ------------------------------------------------------------------ density
+    def prob(self, x: torch.Tensor) -> torch.Tensor:
+        """The largest single-concept value (B,): CDTC fires when ANY concept passes."""
+        return self.concept_probs(x).max(dim=-1).values
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        """log p_h^C(x) of the chosen reduction, shape (B,); finite for any cosine."""
+        sims = self._all_sims(x)
+        if self.reduction == "matching":
+            logits = self.logit_scale * sims
+            harmful = logits[:, : len(self.concepts)].logsumexp(dim=-1)
+            return harmful - logits.logsumexp(dim=-1)  # log(1 - p_safe)
+        return reduce_log(sims, self.reduction, self.k, self.eps)
+
+    def score(self, x: torch.Tensor) -> torch.Tensor:
+        """p_h^C(x) = exp(log_prob(x)) (the reduced multi-concept value), shape (B,)."""
+        return self.log_prob(x).exp()
+
+    def __repr__(self) -> str:
+        return (
+            f"CLIPConceptDensity(concepts={list(self.concepts)}, reduction={self.reduction!r}, "
+            f"k={self.k}, image_size={self.image_size})"
+        )
+
+
+class SafetyCheckerDensity(HarmDensity):
+    """p_h from diffusers' ``StableDiffusionSafetyChecker``: its CLIP vision tower, projection
+    and 17 + 3 concept embeddings, made differentiable (the checker's forward is no_grad).
+
+    Cosines s_j of the projected image embedding with the 17 concept and 3 special-care embeddings
+    (B, 20). ``log_prob`` reduces them like :class:`CLIPConceptDensity` (default "mean": the
+    thesis' SD-filter multi-concept). ``prob``:
+
+    * ``score="cosine"`` (default): max_j s_j, the thesis' threshold scale (η = 0.23);
+    * ``score="margin"``: the filter's own decision value, max_j (s_j - w_j + a) over the 17
+      concepts, with w_j the checker's per-concept thresholds and a = 0.01 when a special-care
+      concept fires; ``prob >= 0`` is (up to the filter's rounding to 3 decimals) "the safety
+      checker would black this image out".
+
+    Args:
+        safety_checker: a ``StableDiffusionSafetyChecker``.
+        reduction, k, eps: as :class:`CLIPConceptDensity` ("matching" is not available).
+        score: "cosine" | "margin".
+        feature_extractor: optional ``CLIPImageProcessor`` giving mean/std/crop size.
+    """
+
+    SCORES = ("cosine", "margin")
+
+    def __init__(
+        self,
+        safety_checker,
+        reduction: str = "mean",
+        k: int | None = None,
+        *,
+        score: str = "cosine",
+        eps: float = 1e-6,
+        feature_extractor=None,
+    ):
+        super().__init__()
+        for attr in ("vision_model", "visual_projection", "concept_embeds", "special_care_embeds"):
+            if not hasattr(safety_checker, attr):
+                raise TypeError(
+                    "safety_checker must be a diffusers StableDiffusionSafetyChecker, got "
+                    f"{type(safety_checker).__name__}"
+                )
+        if reduction == "matching":
+            raise ValueError("reduction 'matching' needs text prompts; use CLIPConceptDensity")
+        n = safety_checker.concept_embeds.shape[0] + safety_checker.special_care_embeds.shape[0]
+        self.reduction = reduction
+        self.k = _check_reduction(reduction, k, n)
+        if score not in self.SCORES:
+            raise ValueError(f"score must be one of {self.SCORES}, got {score!r}")
+        self.score_kind = score
+        self.eps = float(eps)
+        self.safety_checker = safety_checker.eval()
+        self.safety_checker.requires_grad_(False)
+        size = safety_checker.config.vision_config.image_size
+        mean, std = CLIP_MEAN, CLIP_STD
+        if feature_extractor is not None:
+            _, mean, std, crop = _processor_parts(_Wrap(feature_extractor))
+            size = crop or size
+        self.image_size, self.image_mean, self.image_std = int(size), mean, std
+
+    def similarities(self, x: torch.Tensor) -> torch.Tensor:
+        """Cosines with the 17 concepts then the 3 special-care concepts, shape (B, 20)."""
+        sc = self.safety_checker
+        dtype = sc.visual_projection.weight.dtype
+        pixels = clip_preprocess(x, self.image_size, self.image_mean, self.image_std).to(dtype)
+        pooled = sc.vision_model(pixels)[1]
+        emb = F.normalize(sc.visual_projection(pooled).float(), dim=-1)
+        concepts = torch.cat([sc.concept_embeds, sc.special_care_embeds]).float()
+        return emb @ F.normalize(concepts, dim=-1).T
+
+    def margins(self, x: torch.Tensor) -> torch.Tensor:
+        """The filter's concept scores s_j - w_j + a, shape (B, 17) (> 0: concept detected)."""
+        sc = self.safety_checker
+        sims = self.similarities(x)
+        n = sc.concept_embeds.shape[0]
+        special = sims[:, n:] - sc.special_care_embeds_weights.float()
+        adjustment = 0.01 * (special > 0).any(dim=-1, keepdim=True).to(sims.dtype)
+        return sims[:, :n] - sc.concept_embeds_weights.float() + adjustment
+
+    def prob(self, x: torch.Tensor) -> torch.Tensor:
+        if self.score_kind == "margin":
+            return self.margins(x).max(dim=-1).values
+        return self.similarities(x).max(dim=-1).values
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        return reduce_log(self.similarities(x), self.reduction, self.k, self.eps)
+
+    def __repr__(self) -> str:
+        return (
+            f"SafetyCheckerDensity(reduction={self.reduction!r}, k={self.k}, "
+            f"score={self.score_kind!r}, image_size={self.image_size})"
+        )
+
+
+class _Wrap:
+    """Present an image processor as a processor (for :func:`_processor_parts`)."""
+
+    def __init__(self, image_processor):
+        self.image_processor = image_processor
+        self.tokenizer = lambda *a, **k: None
+
+
+__all__ = [
+    "CLIPConceptDensity",
+    "SafetyCheckerDensity",
+    "clip_preprocess",
+    "REDUCTIONS",
+    "CLIP_MEAN",
+    "CLIP_STD",
+]

@@ -1,0 +1,38 @@
+"""Stable Diffusion with safe sampling (needs the ``sd`` extra: diffusers, transformers).
+
+- :class:`SafeStableDiffusionPipeline` — diffusers' Stable Diffusion whose denoising is
+  :func:`safescore.ddim_sample`, with guidance on the VAE-decoded x̂0.
+- :class:`SafeDDIMScheduler` — a drop-in ``DDIMScheduler`` applying guidance to
+  ``pred_original_sample`` inside ``step``, for any diffusers pipeline (SD, SDXL, ...).
+- :mod:`safescore.sd.presets` — the thesis' variants ("single", "sd-filter", "multi").
+- :mod:`safescore.sd.tiny` — tiny random-weight components built offline from configs.
+
+diffusers and transformers are imported only when one of these names is first used.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_LAZY = {
+    "SafeStableDiffusionPipeline": "pipeline",
+    "SafeStableDiffusionOutput": "pipeline",
+    "SafeDDIMScheduler": "scheduler",
+    "VaeDecoder": "latent",
+    "VaeDecodedDensity": "latent",
+    "latent_guidance": "latent",
+    "make_guidance": "presets",
+    "PRESETS": "presets",
+}
+_SUBMODULES = ("cli", "latent", "pipeline", "presets", "scheduler", "tiny")
+
+__all__ = list(_LAZY) + list(_SUBMODULES)
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        module = importlib.import_module(f".{_LAZY[name]}", __name__)
+        return getattr(module, name)
+    if name in _SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'safescore.sd' has no attribute {name!r}")

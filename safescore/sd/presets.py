@@ -1,0 +1,128 @@
+"""The thesis' safe-sampling variants on Stable Diffusion, ready to use.
+
+All use γ = 75 and η = 0.23 (thesis, "Safe Sampling" variants; DDIM, CFG 7.5):
+
+    single     one CLIP concept, "violence and nudity"
+    sd-filter  the 17 + 3 concept embeddings of Stable Diffusion's safety checker (multi-concept)
+    multi      CLIP concepts {violence, nudity, NSFW, harmful} (multi-concept mean)
+
+:func:`make_guidance` returns a :class:`safescore.SafeGuidance` whose density already acts on
+latents through the VAE decoder, for :class:`~safescore.sd.SafeStableDiffusionPipeline` or
+:class:`~safescore.sd.SafeDDIMScheduler`.
+"""
+
+from __future__ import annotations
+
+from ..guidance import SafeGuidance
+from .latent import VaeDecodedDensity
+
+THESIS_GAMMA = 75.0
+THESIS_THRESHOLD = 0.23
+
+PRESETS: dict[str, dict] = {
+    "single": dict(
+        source="clip",
+        concepts=("violence and nudity",),
+        reduction="mean",
+        gamma=THESIS_GAMMA,
+        threshold=THESIS_THRESHOLD,
+    ),
+    "sd-filter": dict(
+        source="safety_checker",
+        concepts=None,
+        reduction="mean",
+        gamma=THESIS_GAMMA,
+        threshold=THESIS_THRESHOLD,
+    ),
+    "multi": dict(
+        source="clip",
+        concepts=("violence", "nudity", "NSFW", "harmful"),
+        reduction="mean",
+        gamma=THESIS_GAMMA,
+        threshold=THESIS_THRESHOLD,
+    ),
+}
+
+
+def make_density(
+    name: str,
+    *,
+    clip_model=None,
+    tokenizer=None,
+    safety_checker=None,
+    concepts=None,
+    reduction: str | None = None,
+    k: int | None = None,
+):
+    """The image density (on images in [-1, 1]) of preset ``name``; ``concepts`` overrides its list."""
+    from ..densities.clip import CLIPConceptDensity, SafetyCheckerDensity
+
+    preset = _preset(name)
+    reduction = reduction or preset["reduction"]
+    if preset["source"] == "safety_checker":
+        if safety_checker is None:
+            raise ValueError(
+                f"preset {name!r} needs safety_checker= (diffusers StableDiffusionSafetyChecker)"
+            )
+        if concepts is not None:
+            raise ValueError(
+                f"preset {name!r} uses the safety checker's concepts; concepts must be None"
+            )
+        return SafetyCheckerDensity(safety_checker, reduction=reduction, k=k)
+    if clip_model is None or tokenizer is None:
+        raise ValueError(f"preset {name!r} needs clip_model= and tokenizer= (a CLIP model)")
+    return CLIPConceptDensity(
+        clip_model, tokenizer, concepts or preset["concepts"], reduction=reduction, k=k
+    )
+
+
+def make_guidance(
+    name: str,
+    *,
+    clip_model=None,
+    tokenizer=None,
+    vae=None,
+    safety_checker=None,
+    gamma=None,
+    threshold=None,
+    concepts=None,
+    reduction: str | None = None,
+    k: int | None = None,
+    check_every: int = 1,
+) -> SafeGuidance:
+    """:class:`safescore.SafeGuidance` for preset ``name`` in :data:`PRESETS`.
+
+    Args:
+        name: "single" | "sd-filter" | "multi".
+        clip_model, tokenizer: a CLIPModel and its tokenizer/processor ("single", "multi").
+        vae: the pipeline's VAE; the density is pulled back through its decoder (latent density).
+            None returns guidance on images.
+        safety_checker: a ``StableDiffusionSafetyChecker`` ("sd-filter").
+        gamma, threshold: override the preset's γ = 75 and η = 0.23.
+        concepts, reduction, k: override the preset's CLIP concepts / reduction.
+        check_every: evaluate p_h every k-th step only.
+    """
+    preset = _preset(name)
+    density = make_density(
+        name,
+        clip_model=clip_model,
+        tokenizer=tokenizer,
+        safety_checker=safety_checker,
+        concepts=concepts,
+        reduction=reduction,
+        k=k,
+    )
+    if vae is not None:
+        density = VaeDecodedDensity(density, vae)
+    return SafeGuidance(
+        density,
+        preset["gamma"] if gamma is None else gamma,
+        preset["threshold"] if threshold is None else threshold,
+        check_every=check_every,
+    )
+
+
+def _preset(name: str) -> dict:
+    if name not in PRESETS:
+        raise ValueError(f"preset must be one of {tuple(PRESETS)}, got {name!r}")
+    return PRESETS[name]

@@ -1,0 +1,170 @@
+"""A drop-in ``DDIMScheduler`` that applies safe guidance to x̂0 inside ``step``.
+
+Any diffusers pipeline that takes a DDIM scheduler (StableDiffusionPipeline,
+StableDiffusionXLPipeline, ...) gets the thesis' safe sampler with
+
+    pipe.scheduler = SafeDDIMScheduler.from_scheduler(pipe.scheduler, guidance=..., vae=pipe.vae)
+
+``step`` is diffusers' DDIM step (Song et al. 2021, eqs. 9, 12, 16) with one extra stage between
+the clean-point prediction and the update: ``guidance.correct(x̂0)`` (x̂0-space step with CDTC,
+:meth:`safescore.SafeGuidance.correct`). The update then uses the corrected x̂0 and the ORIGINAL ε.
+With ``guidance=None``, or when no sample passes the threshold, it is ``DDIMScheduler.step``
+bit for bit.
+"""
+
+from __future__ import annotations
+
+import torch
+from diffusers import DDIMScheduler
+from diffusers.schedulers.scheduling_ddim import DDIMSchedulerOutput
+from diffusers.utils.torch_utils import randn_tensor
+
+from .latent import latent_guidance
+
+
+class SafeDDIMScheduler(DDIMScheduler):
+    """``DDIMScheduler`` whose ``step`` corrects ``pred_original_sample`` with a guidance object.
+
+    Set ``guidance`` (an object with ``correct(x0_hat, *, step_index, t, num_steps)``, i.e. a
+    :class:`safescore.SafeGuidance`) with :meth:`from_scheduler` or :meth:`set_guidance`.
+    Per-step records of the current run (reset by ``set_timesteps``): ``harm_history`` and
+    ``corrected_history``, lists of (B,) tensors; :meth:`history` stacks them to (steps, B).
+    """
+
+    guidance = None
+
+    @classmethod
+    def from_scheduler(cls, scheduler, guidance=None, vae=None) -> SafeDDIMScheduler:
+        """A SafeDDIMScheduler with ``scheduler``'s config.
+
+        Args:
+            scheduler: a diffusers ``DDIMScheduler`` (any other class is a TypeError: the
+                correction is defined for DDIM's x̂0).
+            guidance: a :class:`safescore.SafeGuidance` (or None). An image density is pulled back
+                through ``vae``'s decoder; a latent one (``VaeDecodedDensity``) is used as is.
+            vae: the pipeline's VAE (``pipe.vae``), needed for an image density.
+        """
+        if not isinstance(scheduler, DDIMScheduler):
+            raise TypeError(
+                "scheduler must be a diffusers DDIMScheduler to wrap with safe guidance, got "
+                f"{type(scheduler).__name__}; build one with DDIMScheduler.from_config(pipe.scheduler.config)"
+            )
+        new = cls.from_config(scheduler.config)
+        new.set_guidance(guidance, vae)
+        return new
+
+    def set_guidance(self, guidance, vae=None) -> None:
+        """Attach a guidance object (see :meth:`from_scheduler`); None turns guidance off."""
+        if guidance is not None and not callable(getattr(guidance, "correct", None)):
+            raise TypeError(
+                "guidance must have a correct(x0_hat, ...) method (safescore.SafeGuidance), got "
+                f"{type(guidance).__name__}; NegativeGuidance differentiates through the UNet "
+                "and needs SafeStableDiffusionPipeline"
+            )
+        self.guidance = latent_guidance(guidance, vae)
+        self.reset_history()
+
+    def reset_history(self) -> None:
+        self.harm_history: list[torch.Tensor] = []
+        self.corrected_history: list[torch.Tensor] = []
+
+    def history(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(harm (steps, B) float64, corrected (steps, B) bool) of the current run."""
+        if not self.harm_history:
+            raise ValueError("no guided step has run since set_timesteps")
+        return torch.stack(self.harm_history), torch.stack(self.corrected_history)
+
+    def set_timesteps(self, num_inference_steps, device=None):
+        super().set_timesteps(num_inference_steps, device=device)
+        self.reset_history()
+
+    def step(
+        self,
+        model_output: torch.Tensor,
+        timestep: int,
+        sample: torch.Tensor,
+        eta: float = 0.0,
+        use_clipped_model_output: bool = False,
+        generator: torch.Generator | None = None,
+        variance_noise: torch.Tensor | None = None,
+        return_dict: bool = True,
+    ) -> DDIMSchedulerOutput | tuple:
+        """DDIM step with the guidance site; same signature and arithmetic as ``DDIMScheduler.step``."""
+        if self.num_inference_steps is None:
+            raise ValueError("num_inference_steps is None: run set_timesteps before step")
+        # 1. Previous timestep (diffusers' rule t - T // n).
+        prev_timestep = timestep - self.config.num_train_timesteps // self.num_inference_steps
+        # 2. ᾱ_t and ᾱ_prev.
+        alpha_prod_t = self.alphas_cumprod[timestep]
+        alpha_prod_t_prev = (
+            self.alphas_cumprod[prev_timestep] if prev_timestep >= 0 else self.final_alpha_cumprod
+        )
+        beta_prod_t = 1 - alpha_prod_t
+        # 3. x̂0 and ε from the model output (DDIM eq. 9).
+        kind = self.config.prediction_type
+        if kind == "epsilon":
+            pred_original_sample = (
+                sample - beta_prod_t ** (0.5) * model_output
+            ) / alpha_prod_t ** (0.5)
+            pred_epsilon = model_output
+        elif kind == "sample":
+            pred_original_sample = model_output
+            pred_epsilon = (
+                sample - alpha_prod_t ** (0.5) * pred_original_sample
+            ) / beta_prod_t ** (0.5)
+        elif kind == "v_prediction":
+            pred_original_sample = (alpha_prod_t**0.5) * sample - (beta_prod_t**0.5) * model_output
+            pred_epsilon = (alpha_prod_t**0.5) * model_output + (beta_prod_t**0.5) * sample
+        else:
+            raise ValueError(
+                f"prediction_type must be 'epsilon', 'sample' or 'v_prediction', got {kind!r}"
+            )
+        # 4. Clip or threshold x̂0 (as DDIMScheduler).
+        if self.config.thresholding:
+            pred_original_sample = self._threshold_sample(pred_original_sample)
+        elif self.config.clip_sample:
+            pred_original_sample = pred_original_sample.clamp(
+                -self.config.clip_sample_range, self.config.clip_sample_range
+            )
+        # 5. σ_t (eq. 16).
+        variance = self._get_variance(timestep, prev_timestep)
+        std_dev_t = eta * variance ** (0.5)
+        if use_clipped_model_output:
+            pred_epsilon = (
+                sample - alpha_prod_t ** (0.5) * pred_original_sample
+            ) / beta_prod_t ** (0.5)
+        # 6. >>> GUIDANCE SITE: x̂0 <- x̂0 - γ ∇ log p_h(x̂0) for the samples past the threshold. <<<
+        if self.guidance is not None:
+            t = int(timestep)
+            step_index = (
+                int((self.timesteps == t).nonzero()[0, 0]) if (self.timesteps == t).any() else 0
+            )
+            correction = self.guidance.correct(
+                pred_original_sample,
+                step_index=step_index,
+                t=t,
+                num_steps=self.num_inference_steps,
+            )
+            pred_original_sample = correction.x0_hat
+            self.harm_history.append(correction.harm.detach().to(torch.float64).cpu())
+            self.corrected_history.append(correction.corrected.detach().cpu())
+        # 7. Direction pointing to x_t with the original ε, then x_prev (eq. 12).
+        pred_sample_direction = (1 - alpha_prod_t_prev - std_dev_t**2) ** (0.5) * pred_epsilon
+        prev_sample = alpha_prod_t_prev ** (0.5) * pred_original_sample + pred_sample_direction
+        # 8. Noise σ_t z for η > 0.
+        if eta > 0:
+            if variance_noise is not None and generator is not None:
+                raise ValueError("pass either generator or variance_noise, not both")
+            if variance_noise is None:
+                variance_noise = randn_tensor(
+                    model_output.shape,
+                    generator=generator,
+                    device=model_output.device,
+                    dtype=model_output.dtype,
+                )
+            prev_sample = prev_sample + std_dev_t * variance_noise
+        if not return_dict:
+            return (prev_sample, pred_original_sample)
+        return DDIMSchedulerOutput(
+            prev_sample=prev_sample, pred_original_sample=pred_original_sample
+        )

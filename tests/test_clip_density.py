@@ -1,0 +1,195 @@
+"""CLIPConceptDensity and SafetyCheckerDensity on tiny random CLIP models."""
+
+import numpy as np
+import pytest
+import torch
+from transformers import CLIPImageProcessor, CLIPProcessor
+
+from safescore.densities import CLIPConceptDensity, SafetyCheckerDensity
+from safescore.densities.clip import CLIP_MEAN, CLIP_STD, clip_preprocess
+from safescore.sd.tiny import tiny_clip, tiny_safety_checker
+
+CONCEPTS = ["violence", "nudity", "nsfw", "harmful"]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    torch.set_num_threads(1)
+    yield
+
+
+@pytest.fixture(scope="module")
+def clip():
+    return tiny_clip(seed=0)
+
+
+@pytest.fixture(scope="module")
+def images():
+    return torch.rand(3, 3, 48, 48, generator=torch.Generator().manual_seed(0)) * 2 - 1
+
+
+def test_reductions_match_their_formulas(clip, images):
+    model, tok = clip
+    base = CLIPConceptDensity(model, tok, CONCEPTS)
+    s = base.similarities(images)
+    assert s.shape == (3, 4) and (s.abs() <= 1 + 1e-6).all()
+    # Cosines from the raw embeddings, independently of the density.
+    pixels = clip_preprocess(images, 32)
+    img = torch.nn.functional.normalize(model.get_image_features(pixel_values=pixels).pooler_output)
+    tokens = tok(CONCEPTS, padding="max_length", return_tensors="pt")
+    txt = torch.nn.functional.normalize(model.get_text_features(**tokens).pooler_output)
+    torch.testing.assert_close(s, img @ txt.T)
+    eps = 1e-6
+    top2 = s.topk(2, dim=1).values
+    expected = {
+        ("mean", None): s.mean(1).clamp(min=eps).log(),
+        ("topk", 2): top2.mean(1).clamp(min=eps).log(),
+        ("topk", 4): s.mean(1).clamp(min=eps).log(),  # K = M is the plain mean
+        ("topk", 1): s.max(1).values.clamp(min=eps).log(),  # K = 1 is the max
+        ("max", None): s.max(1).values.clamp(min=eps).log(),
+        ("sum_log_topk", 2): top2.clamp(min=eps).log().sum(1),
+        ("sum_log_topk", None): s.max(1).values.clamp(min=eps).log(),  # author's default k = 1
+    }
+    for (reduction, k), value in expected.items():
+        d = CLIPConceptDensity(model, tok, CONCEPTS, reduction, k)
+        torch.testing.assert_close(d.log_prob(images), value)
+        torch.testing.assert_close(d.prob(images), s.max(1).values)  # ANY concept passes
+
+
+def test_matching_is_a_softmax_with_a_safe_prompt(clip, images):
+    model, tok = clip
+    d = CLIPConceptDensity(model, tok, CONCEPTS, "matching")
+    assert d.text_embeds.shape[0] == len(CONCEPTS) + 1
+    sims = d.image_embeds(images) @ d.text_embeds.T
+    p = (model.logit_scale.exp() * sims).softmax(dim=1)
+    torch.testing.assert_close(d.prob(images), p[:, :4].max(1).values)
+    torch.testing.assert_close(d.log_prob(images), (1 - p[:, 4]).log())
+
+
+def test_no_nan_when_cosines_are_negative(clip, images):
+    model, tok = clip
+    for reduction in ("mean", "topk", "max", "sum_log_topk"):
+        d = CLIPConceptDensity(model, tok, CONCEPTS, reduction)
+        with torch.no_grad():  # make every cosine -1: the author's log(cos) would be NaN
+            d.text_embeds.copy_(-d.image_embeds(images[:1]).expand(4, -1))
+        x = images[:1].clone().requires_grad_(True)
+        log_p = d.log_prob(x)
+        (grad,) = torch.autograd.grad(log_p.sum(), x)
+        assert torch.isfinite(log_p).all() and torch.isfinite(grad).all()
+        torch.testing.assert_close(d.prob(images[:1]), torch.tensor([-1.0]))
+
+
+def test_gradient_reaches_the_pixels(clip, images):
+    model, tok = clip
+    d = CLIPConceptDensity(model, tok, CONCEPTS, "matching")
+    grad = d.grad_log_prob(images)
+    assert grad.shape == images.shape and torch.isfinite(grad).all() and grad.abs().sum() > 0
+    assert not any(p.requires_grad for p in model.parameters())
+
+
+def test_preprocessing_matches_the_clip_processor(images):
+    processor = CLIPImageProcessor(
+        size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}
+    )
+    x = images[:1]
+    as_uint8 = ((x[0] + 1) * 127.5).round().clamp(0, 255).byte().permute(1, 2, 0).numpy()
+    theirs = processor(images=[as_uint8], return_tensors="pt").pixel_values
+    ours = clip_preprocess(torch.from_numpy(as_uint8).permute(2, 0, 1)[None] / 127.5 - 1, 32)
+    # PIL's uint8 bicubic vs torch's float bicubic: equal up to rounding of a few grey levels.
+    assert (ours - theirs).abs().mean() < 0.02
+    # At the CLIP size there is no resize: exactly the processor's normalisation.
+    small = torch.rand(1, 3, 32, 32) * 2 - 1
+    mean = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(CLIP_STD).view(1, 3, 1, 1)
+    torch.testing.assert_close(clip_preprocess(small, 32), ((small + 1) / 2 - mean) / std)
+    # Non-square: shorter side to the size, centre crop.
+    assert clip_preprocess(torch.zeros(2, 3, 40, 80), 32).shape == (2, 3, 32, 32)
+
+
+def test_processor_constants_are_used(clip, images):
+    model, tok = clip
+    image_processor = CLIPImageProcessor(
+        size={"shortest_edge": 32},
+        crop_size={"height": 32, "width": 32},
+        image_mean=[0.5, 0.5, 0.5],
+        image_std=[0.5, 0.5, 0.5],
+    )
+    d = CLIPConceptDensity(
+        model, CLIPProcessor(image_processor=image_processor, tokenizer=tok), CONCEPTS
+    )
+    assert d.image_mean == (0.5, 0.5, 0.5) and d.image_size == 32
+    torch.testing.assert_close(
+        d.image_embeds(images),
+        torch.nn.functional.normalize(model.get_image_features(
+            pixel_values=torch.nn.functional.interpolate(
+                images, size=32, mode="bicubic", antialias=True)).pooler_output),
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "args, kwargs, match",
+    [
+        (([],), {}, "concepts"),
+        ((["a", ""],), {}, "concepts"),
+        ((CONCEPTS, "median"), {}, "reduction"),
+        ((CONCEPTS, "topk", 5), {}, "k must be an integer in \\[1, 4\\]"),
+        ((CONCEPTS, "topk", 0), {}, "k must"),
+        ((CONCEPTS, "mean", 2), {}, "k is only used"),
+    ],
+)
+def test_bad_arguments(clip, args, kwargs, match):
+    model, tok = clip
+    with pytest.raises(ValueError, match=match):
+        CLIPConceptDensity(model, tok, *args, **kwargs)
+
+
+def test_from_pretrained_missing_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not found locally"):
+        CLIPConceptDensity.from_pretrained(tmp_path / "no-clip", ["violence"])
+
+
+def test_from_pretrained_round_trip(clip, tmp_path, images):
+    model, tok = clip
+    model.save_pretrained(tmp_path / "clip")
+    processor = CLIPProcessor(
+        image_processor=CLIPImageProcessor(size={"shortest_edge": 32}, crop_size=32), tokenizer=tok
+    )
+    processor.save_pretrained(tmp_path / "clip")
+    loaded = CLIPConceptDensity.from_pretrained(tmp_path / "clip", CONCEPTS)
+    torch.testing.assert_close(
+        loaded.log_prob(images), CLIPConceptDensity(model, tok, CONCEPTS).log_prob(images)
+    )
+
+
+def test_safety_checker_density_reproduces_the_filter_decision(images):
+    checker = tiny_safety_checker(seed=0)
+    d = SafetyCheckerDensity(checker, score="margin")
+    sims = d.similarities(images)
+    assert sims.shape == (3, 20)
+    # Thresholds just above image 0's cosines: image 0 passes no concept, the others may.
+    with torch.no_grad():
+        checker.concept_embeds_weights.copy_(sims[0, :17] + 0.002)
+        checker.special_care_embeds_weights.fill_(1.0)
+    pixels = clip_preprocess(images, 32)
+    _, flagged = checker.forward_onnx(pixels, images.clone())
+    ours = d.prob(images) > 0
+    assert ours.tolist() == flagged.tolist()
+    assert not flagged[0] and flagged.any()
+    # The cosine score and the log-density (multi-concept mean over the 20 concepts).
+    cos = SafetyCheckerDensity(checker)
+    torch.testing.assert_close(cos.prob(images), sims.max(1).values)
+    torch.testing.assert_close(cos.log_prob(images), sims.mean(1).clamp(min=1e-6).log())
+    grad = cos.grad_log_prob(images)
+    assert torch.isfinite(grad).all() and grad.abs().sum() > 0
+
+
+def test_safety_checker_density_bad_arguments():
+    checker = tiny_safety_checker(seed=0)
+    with pytest.raises(ValueError, match="score"):
+        SafetyCheckerDensity(checker, score="logit")
+    with pytest.raises(ValueError, match="matching"):
+        SafetyCheckerDensity(checker, reduction="matching")
+    with pytest.raises(ValueError, match="k must"):
+        SafetyCheckerDensity(checker, reduction="topk", k=21)
+    with pytest.raises(TypeError, match="StableDiffusionSafetyChecker"):
+        SafetyCheckerDensity(np.zeros(3))
