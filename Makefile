@@ -21,7 +21,7 @@ test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	CI=$${CI:-1} TRANSFORMERS_VERBOSITY=error $(BIN)/python -m pytest tests notebooks --nbval-lax --nbval-current-env -p no:cacheprovider
-	$(BIN)/mkdocs build --strict --quiet --site-dir /tmp/safescore-site
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir /tmp/safescore-site
 
 lint: $(STAMP)
 	$(BIN)/ruff check --fix .
@@ -32,6 +32,7 @@ docs: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/toy_throughput.py
+	$(BIN)/python benchmarks/toy_solvers.py
 
 clean:
 	rm -rf $(VENV) site outputs

@@ -20,7 +20,9 @@ from safescore.toy import ring_problem
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--samples", type=int, default=20000, help="samples per run")
     parser.add_argument("--seed", type=int, default=0, help="seed of the initial noise")
     parser.add_argument("--steps", default="10,20,25,50", help="comma-separated step counts")
@@ -34,7 +36,10 @@ def main(argv=None) -> int:
     for n in [int(s) for s in args.steps.split(",")]:
         gamma = p.gamma * 100 / n
         for solver, fn in (("DDIM", ddim_sample), ("DPM-Solver++(2M)", dpm_solver_sample)):
-            for mode, guidance in (("plain", None), ("safe", SafeGuidance(p.density, gamma, p.threshold))):
+            for mode, guidance in (
+                ("plain", None),
+                ("safe", SafeGuidance(p.density, gamma, p.threshold)),
+            ):
                 t0 = time.perf_counter()
                 x = fn(eps, p.schedule, x_T, n, guidance=guidance).samples
                 rows.append(
