@@ -125,22 +125,23 @@ class GaussianMixture:
             self._iso = (var,) if iso else (None,)
         return self._iso[0]
 
-    def _log_probs_and_pull(self, x: torch.Tensor):
-        diff = x[:, None, :] - self.means[None]  # (B, K, d)
+    def _component_log_probs(self, x: torch.Tensor):
+        """(B, K) log w_k + log N(x; μ_k, Σ_k), and Σ_k^{-1}(x - μ_k) (B, K, d) or None."""
+        const = torch.log(self.weights) - 0.5 * self.dim * math.log(2 * math.pi)
         var = self._isotropic_variances()
-        if var is not None:  # Σ_k = v_k I: no matrix products needed
-            sol = diff / var[None, :, None]
-            logdet = self.dim * torch.log(var)
-        else:
-            prec, logdet = self._precision()
-            sol = torch.einsum("kij,bkj->bki", prec, diff)  # Σ_k^{-1}(x - μ_k)
+        if var is not None:  # Σ_k = v_k I: |x - μ_k|² from one matrix product, no (B, K, d) tensor
+            sq = (x * x).sum(-1, keepdim=True) - 2 * x @ self.means.T + (self.means**2).sum(-1)
+            sq = sq.clamp_min(0)
+            return const - 0.5 * (self.dim * torch.log(var) + sq / var), None
+        prec, logdet = self._precision()
+        diff = x[:, None, :] - self.means[None]  # (B, K, d)
+        sol = torch.einsum("kij,bkj->bki", prec, diff)  # Σ_k^{-1}(x - μ_k)
         mahal = (diff * sol).sum(-1)
-        const = torch.log(self.weights) - 0.5 * (logdet + self.dim * math.log(2 * math.pi))
-        return const - 0.5 * mahal, sol
+        return const - 0.5 * (logdet + mahal), sol
 
     def component_log_probs(self, x: torch.Tensor) -> torch.Tensor:
         """log w_k + log N(x; μ_k, Σ_k), shape (B, K), for x of shape (B, d)."""
-        return self._log_probs_and_pull(self._check_x(x))[0]
+        return self._component_log_probs(self._check_x(x))[0]
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         """log p(x), shape (B,), for x of shape (B, d)."""
@@ -152,8 +153,12 @@ class GaussianMixture:
 
     def score(self, x: torch.Tensor) -> torch.Tensor:
         """Closed-form score ∇_x log p(x) = -Σ_k r_k(x) Σ_k^{-1}(x - μ_k), shape (B, d)."""
-        comp, sol = self._log_probs_and_pull(self._check_x(x))
+        x = self._check_x(x)
+        comp, sol = self._component_log_probs(x)
         r = torch.softmax(comp, dim=-1)
+        if sol is None:  # isotropic: -Σ_k r_k (x - μ_k) / v_k = -(x Σ_k r_k/v_k - (r/v) μ)
+            rv = r / self._isotropic_variances()
+            return -(x * rv.sum(-1, keepdim=True) - rv @ self.means)
         return -torch.einsum("bk,bkd->bd", r, sol)
 
     # ----------------------------------------------------------------- noising
