@@ -169,16 +169,20 @@ def _check_density(density):
     return density
 
 
-def _harm_of(density, x: torch.Tensor, step_index: int, t: int) -> torch.Tensor:
-    with torch.no_grad():
-        harm = density.prob(x)
-    if not isinstance(harm, torch.Tensor) or harm.shape != (x.shape[0],):
+def _check_harm(harm, batch: int, step_index: int, t: int) -> None:
+    if not isinstance(harm, torch.Tensor) or harm.shape != (batch,):
         raise ValueError(
-            f"density.prob must return shape ({x.shape[0]},), got "
+            f"density.prob must return shape ({batch},), got "
             f"{getattr(harm, 'shape', type(harm).__name__)} at step {step_index} (t={t})"
         )
     if torch.isnan(harm).any():
         raise FloatingPointError(f"density.prob returned NaN at step {step_index} (t={t})")
+
+
+def _harm_of(density, x: torch.Tensor, step_index: int, t: int) -> torch.Tensor:
+    with torch.no_grad():
+        harm = density.prob(x)
+    _check_harm(harm, x.shape[0], step_index, t)
     return harm
 
 
@@ -270,6 +274,16 @@ class SafeGuidance:
             nan = torch.full((B,), float("nan"), dtype=torch.float64, device=x0_hat.device)
             none = torch.zeros(B, dtype=torch.bool, device=x0_hat.device)
             return Correction(x0_hat, nan, none, gamma)
+        if self.threshold is None and self.decoder is None:
+            # Every sample is corrected: the check and the gradient share one evaluation.
+            leaf = x0_hat.detach().requires_grad_(True)
+            with torch.enable_grad():
+                harm, log_p = self.density.prob_and_log_prob(leaf)
+                (grad,) = torch.autograd.grad(log_p.sum(), leaf)
+            _check_harm(harm, B, step_index, t)
+            _check_grad(grad, step_index, t)
+            corrected = torch.ones(B, dtype=torch.bool, device=x0_hat.device)
+            return Correction(x0_hat - gamma * grad.to(x0_hat.dtype), harm, corrected, gamma)
         # 1. Harm of the predicted clean point.
         harm = _harm_of(self.density, x0_hat, step_index, t)
         # 2. CDTC: which samples pass the threshold.

@@ -306,3 +306,33 @@ def test_full_window_and_check_every_one_change_nothing(ring, noise):
         assert torch.equal(
             ddim_sample(eps, ring.schedule, noise[:500], 30, guidance=g).samples, base.samples
         )
+
+
+def test_fused_check_and_gradient_equals_the_two_pass_path(ring, noise):
+    """threshold=None shares one decode between the check and the gradient; the result equals
+    the two-pass path (a threshold every sample passes) bit for bit."""
+    calls = []
+
+    def decoder(z):  # an invertible linear "decoder", counted
+        calls.append(z.shape[0])
+        return 2.0 * z
+
+    density = ss.densities.DecodedDensity(ring.density, decoder)
+    eps = ring.eps_model()
+    x_T = noise[:300] * 2
+    fused = ddim_sample(
+        eps, ring.schedule, x_T, 10, guidance=SafeGuidance(density, 1e-4), record=True
+    )
+    assert len(calls) == 10  # one decode per step
+    calls.clear()
+    two_pass = ddim_sample(
+        eps,
+        ring.schedule,
+        x_T,
+        10,
+        guidance=SafeGuidance(density, 1e-4, threshold=-1.0),
+        record=True,
+    )
+    assert len(calls) == 20  # check, then gradient
+    assert torch.equal(fused.samples, two_pass.samples)
+    assert torch.equal(fused.harm, two_pass.harm) and fused.corrected.all()

@@ -23,6 +23,17 @@ class HarmDensity(torch.nn.Module):
     def prob(self, x: torch.Tensor) -> torch.Tensor:
         return self.log_prob(x).exp()
 
+    def prob_and_log_prob(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(prob(x), log_prob(x))`` from one forward pass where a density can share it.
+
+        ``prob`` carries no graph; ``log_prob`` is differentiable in x. Used by
+        :class:`safescore.SafeGuidance` when every sample is corrected (``threshold=None``), so the
+        check and the gradient share one evaluation. Default: two calls.
+        """
+        with torch.no_grad():
+            p = self.prob(x.detach())
+        return p, self.log_prob(x)
+
     def grad_log_prob(self, x: torch.Tensor) -> torch.Tensor:
         """∇_x log p_h(x) by autograd, shape like x."""
         from ..guidance import grad_log_prob
@@ -52,3 +63,7 @@ class DecodedDensity(HarmDensity):
 
     def log_prob(self, z):
         return self.density.log_prob(self.decoder(z))
+
+    def prob_and_log_prob(self, z):
+        # one decode, shared by the check and the gradient
+        return self.density.prob_and_log_prob(self.decoder(z))

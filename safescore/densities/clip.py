@@ -50,11 +50,14 @@ def clip_preprocess(x: torch.Tensor, size: int, mean=CLIP_MEAN, std=CLIP_STD) ->
     """Differentiable CLIP preprocessing of images (B, 3, H, W) in [-1, 1] -> (B, 3, size, size).
 
     ``(x + 1) / 2``, bicubic antialiased resize of the shorter side to ``size``, centre crop,
-    ``(x - mean) / std``. Gradients pass everywhere (no clamp).
+    ``(x - mean) / std``. Gradients pass everywhere (no clamp). ``mean``/``std``: 3 numbers, or
+    tensors (3,) already on x's device (no host-to-device copy, i.e. no CUDA sync, per call).
     """
     if x.ndim != 4 or x.shape[1] != 3:
         raise ValueError(f"images must have shape (B, 3, H, W), got {tuple(x.shape)}")
-    x = (x + 1) / 2
+    # Resize in at least float32 (antialiased bicubic has no bfloat16 CPU kernel, and fp16
+    # loses precision); the caller casts the result to the model's dtype.
+    x = (x.to(torch.promote_types(x.dtype, torch.float32)) + 1) / 2
     H, W = x.shape[-2:]
     if (H, W) != (size, size):
         scale = size / min(H, W)
@@ -62,9 +65,24 @@ def clip_preprocess(x: torch.Tensor, size: int, mean=CLIP_MEAN, std=CLIP_STD) ->
         x = F.interpolate(x, size=new, mode="bicubic", antialias=True, align_corners=False)
         top, left = (new[0] - size) // 2, (new[1] - size) // 2
         x = x[..., top : top + size, left : left + size]
-    m = torch.as_tensor(mean, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-    s = torch.as_tensor(std, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    m, s = (
+        v.to(device=x.device, dtype=x.dtype)
+        if isinstance(v, torch.Tensor)
+        else torch.as_tensor(v, dtype=x.dtype, device=x.device)
+        for v in (mean, std)
+    )
+    m, s = m.view(1, 3, 1, 1), s.view(1, 3, 1, 1)
     return (x - m) / s
+
+
+def _register_pixel_stats(density: HarmDensity) -> None:
+    """Mean/std as non-persistent float64 buffers (3,) on the model's device, copied once rather
+    than at every call (a host-to-device copy synchronises CUDA); cast to the images' dtype."""
+    device = next(density.parameters()).device
+    for name, value in (("_mean", density.image_mean), ("_std", density.image_std)):
+        density.register_buffer(
+            name, torch.tensor(value, dtype=torch.float64, device=device), persistent=False
+        )
 
 
 def _processor_parts(tokenizer_or_processor):
@@ -179,6 +197,7 @@ class CLIPConceptDensity(HarmDensity):
         self.image_size = int(image_size or size or clip_model.config.vision_config.image_size)
         self.image_mean = tuple(image_mean or mean)
         self.image_std = tuple(image_std or std)
+        _register_pixel_stats(self)
         texts = list(self.concepts) + ([safe_prompt] if reduction == "matching" else [])
         self.safe_prompt = safe_prompt if reduction == "matching" else None
         self.register_buffer("text_embeds", self._embed_text(tokenizer, texts))
@@ -225,7 +244,7 @@ class CLIPConceptDensity(HarmDensity):
     def image_embeds(self, x: torch.Tensor) -> torch.Tensor:
         """Unit-norm CLIP image embeddings of images (B, 3, H, W) in [-1, 1] -> (B, D)."""
         dtype = next(self.clip_model.parameters()).dtype
-        pixels = clip_preprocess(x, self.image_size, self.image_mean, self.image_std).to(dtype)
+        pixels = clip_preprocess(x, self.image_size, self._mean, self._std).to(dtype)
         emb = _features(self.clip_model.get_image_features(pixel_values=pixels))
         return F.normalize(emb.float(), dim=-1)
 
@@ -250,7 +269,17 @@ class CLIPConceptDensity(HarmDensity):
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         """log p_h^C(x) of the chosen reduction, shape (B,); finite for any cosine."""
+        return self._log_from_sims(self._all_sims(x))
+
+    def prob_and_log_prob(self, x: torch.Tensor):
+        """Both from one CLIP image encoding: (prob (B,) without graph, log_prob (B,))."""
         sims = self._all_sims(x)
+        values = sims.detach()
+        if self.reduction == "matching":
+            values = (self.logit_scale * values).softmax(dim=-1)
+        return values[:, : len(self.concepts)].max(dim=-1).values, self._log_from_sims(sims)
+
+    def _log_from_sims(self, sims: torch.Tensor) -> torch.Tensor:
         if self.reduction == "matching":
             logits = self.logit_scale * sims
             harmful = logits[:, : len(self.concepts)].logsumexp(dim=-1)
@@ -325,12 +354,13 @@ class SafetyCheckerDensity(HarmDensity):
             _, mean, std, crop = _processor_parts(_Wrap(feature_extractor))
             size = crop or size
         self.image_size, self.image_mean, self.image_std = int(size), mean, std
+        _register_pixel_stats(self)
 
     def similarities(self, x: torch.Tensor) -> torch.Tensor:
         """Cosines with the 17 concepts then the 3 special-care concepts, shape (B, 20)."""
         sc = self.safety_checker
         dtype = sc.visual_projection.weight.dtype
-        pixels = clip_preprocess(x, self.image_size, self.image_mean, self.image_std).to(dtype)
+        pixels = clip_preprocess(x, self.image_size, self._mean, self._std).to(dtype)
         pooled = sc.vision_model(pixels)[1]
         emb = F.normalize(sc.visual_projection(pooled).float(), dim=-1)
         concepts = torch.cat([sc.concept_embeds, sc.special_care_embeds]).float()

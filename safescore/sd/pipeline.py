@@ -11,6 +11,12 @@ replaced by safescore's one DDIM loop:
 
 With ``guidance=None`` (or a threshold no sample reaches) the images equal diffusers'
 ``StableDiffusionPipeline`` with the same components and generator, bit for bit on CPU float32.
+``solver="dpm++2m"`` samples with :func:`safescore.dpm_solver_sample` (DPM-Solver++(2M), the same
+x̂0 guidance site) instead; without guidance it equals diffusers' pipeline with
+``DPMSolverMultistepScheduler.from_config(scheduler.config, timestep_spacing="linspace")``.
+
+The loop makes no host synchronisation of its own (the UNet's timesteps are put on the device
+once per call); what remains per step is in :func:`safescore.ddim_sample` and the guidance.
 """
 
 from __future__ import annotations
@@ -24,9 +30,11 @@ from diffusers import DDIMScheduler, StableDiffusionPipeline
 
 from ..sampling import ddim_sample
 from ..schedules import NoiseSchedule
-from .latent import VaeDecoder, latent_guidance
+from ..solvers import dpm_solver_sample, dpm_solver_timesteps
+from .latent import VaeDecodedDensity, VaeDecoder, latent_guidance
 
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
+SOLVERS = ("ddim", "dpm++2m")
 
 
 @dataclass
@@ -211,16 +219,29 @@ class SafeStableDiffusionPipeline(StableDiffusionPipeline):
             raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
         return batch
 
-    def eps_model(self, prompt_embeds: torch.Tensor, guidance_scale: float, timestep_cond=None):
+    def eps_model(
+        self, prompt_embeds: torch.Tensor, guidance_scale: float, timestep_cond=None, timesteps=None
+    ):
         """The latent ε-model with classifier-free guidance, as diffusers' denoising loop.
 
         ``prompt_embeds`` is ``cat([negative, positive])`` (2N, L, D) when ``guidance_scale > 1``,
         else (N, L, D). Returns ``eps(z_t, t) = ε_u + w (ε_c - ε_u)`` for z_t of shape (N, C, h, w).
+        ``timesteps``: the integer timesteps the sampler will ask for; they are copied to the
+        device once here, instead of one host-to-device copy (a host sync on CUDA) per step.
         """
         cfg = guidance_scale > 1.0
+        device = prompt_embeds.device
+        on_device = {}
+        if timesteps is not None:
+            ts = [int(t) for t in timesteps]
+            ts_dev = torch.tensor(ts, dtype=torch.long, device=device)
+            on_device = {t: ts_dev[j] for j, t in enumerate(ts)}
 
         def eps(z_t: torch.Tensor, t: int) -> torch.Tensor:
-            t = torch.tensor(t, dtype=torch.long, device=z_t.device)
+            t_dev = on_device.get(int(t))
+            if t_dev is None:
+                t_dev = torch.tensor(int(t), dtype=torch.long, device=z_t.device)
+            t = t_dev
             z_in = torch.cat([z_t] * 2) if cfg else z_t
             z_in = self.scheduler.scale_model_input(z_in, t)
             noise_pred = self.unet(
@@ -258,6 +279,8 @@ class SafeStableDiffusionPipeline(StableDiffusionPipeline):
         record_previews: bool = False,
         progress: bool = False,
         callback=None,
+        solver: str = "ddim",
+        density_vae=None,
     ) -> SafeStableDiffusionOutput:
         """Generate images; with ``guidance`` the thesis' safe sampler (or a baseline).
 
@@ -277,6 +300,15 @@ class SafeStableDiffusionPipeline(StableDiffusionPipeline):
             record: keep per-step harm (steps, N) and corrected (steps, N).
             record_previews: also decode the x̂0 of every step (costs one VAE decode per step).
             callback: passed to :func:`safescore.ddim_sample` (a dict per step).
+            solver: "ddim" (:func:`safescore.ddim_sample`) or "dpm++2m"
+                (:func:`safescore.dpm_solver_sample`, DPM-Solver++(2M), needs ``eta=0``; the same
+                x̂0 guidance site, fewer steps for the same quality).
+            density_vae: the decoder an image density sees (threshold check and gradient), e.g.
+                a cheap ``AutoencoderTiny`` (:func:`safescore.sd.latent.load_tiny_vae`); None =
+                the pipeline's VAE. The final image is always decoded by the pipeline's VAE.
+                With a density already on latents (``VaeDecodedDensity``, which has its own
+                decoder) it is a ValueError. Other density options (autocast, checkpointing,
+                pooled decode): build the guidance with :func:`safescore.sd.latent.latent_guidance`.
         Returns:
             :class:`SafeStableDiffusionOutput`.
         """
@@ -286,6 +318,11 @@ class SafeStableDiffusionPipeline(StableDiffusionPipeline):
             prompt, negative_prompt, height, width, generator, output_type,
             num_images_per_prompt, eta,
         )  # fmt: skip
+        if solver not in SOLVERS:
+            raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
+        if solver != "ddim" and eta != 0:
+            raise ValueError(f"eta must be 0 with solver={solver!r} (it is deterministic)")
+        guidance = self._latent_guidance(guidance, density_vae)
         self._guidance_scale = guidance_scale
         self._guidance_rescale = 0.0
         self._clip_skip = None
@@ -316,21 +353,31 @@ class SafeStableDiffusionPipeline(StableDiffusionPipeline):
             timestep_cond = self.get_guidance_scale_embedding(
                 w, embedding_dim=self.unet.config.time_cond_proj_dim
             ).to(device=device, dtype=z_T.dtype)
-        # 3. safescore's DDIM loop; the density sees latents through the VAE decoder.
+        # 3. safescore's DDIM (or DPM-Solver++) loop; the density sees latents through a decoder.
         schedule = NoiseSchedule.from_diffusers(self.scheduler)
-        eps_model = self.eps_model(prompt_embeds, guidance_scale, timestep_cond)
-        result = ddim_sample(
-            eps_model,
-            schedule,
-            z_T,
-            num_inference_steps,
-            eta=eta,
-            guidance=latent_guidance(guidance, self.vae),
-            generator=generator if eta > 0 else None,
+        if solver == "ddim":
+            timesteps = schedule.ddim_timesteps(num_inference_steps)
+        else:
+            timesteps = dpm_solver_timesteps(schedule, num_inference_steps)
+        eps_model = self.eps_model(prompt_embeds, guidance_scale, timestep_cond, timesteps)
+        common = dict(
+            guidance=guidance,
             record=record or record_previews,
             progress=progress,
             callback=callback,
         )
+        if solver == "ddim":
+            result = ddim_sample(
+                eps_model,
+                schedule,
+                z_T,
+                num_inference_steps,
+                eta=eta,
+                generator=generator if eta > 0 else None,
+                **common,
+            )
+        else:
+            result = dpm_solver_sample(eps_model, schedule, z_T, num_inference_steps, **common)
         z_0 = result.samples
         # 4. Decode and post-process, as diffusers (post-hoc safety checker if one is loaded).
         nsfw = None
@@ -360,6 +407,24 @@ class SafeStableDiffusionPipeline(StableDiffusionPipeline):
             out.x0_previews = self._previews(result.x0_hats)
             out.x0_previews_guided = self._previews(result.x0_hats_guided)
         return out
+
+    def _latent_guidance(self, guidance, density_vae):
+        """``guidance`` with its density on latents, through ``density_vae`` or the pipeline's VAE."""
+        if density_vae is None:
+            return latent_guidance(guidance, self.vae)
+        if not hasattr(density_vae, "decode") or not hasattr(density_vae, "config"):
+            raise TypeError(
+                "density_vae must be a diffusers autoencoder (AutoencoderKL, AutoencoderTiny), "
+                f"got {type(density_vae).__name__}"
+            )
+        if guidance is None:
+            return None
+        if isinstance(getattr(guidance, "density", None), VaeDecodedDensity):
+            raise ValueError(
+                "density_vae is given but guidance.density already acts on latents through its "
+                "own decoder; pass an image density, or build it with vae=density_vae"
+            )
+        return latent_guidance(guidance, density_vae)
 
     def _previews(self, x0_hats: torch.Tensor) -> np.ndarray:
         """Decode x̂0 latents (steps, N, C, h, w) -> (steps, N, H, W, 3) in [0, 1]."""

@@ -89,18 +89,23 @@ def make_guidance(
     reduction: str | None = None,
     k: int | None = None,
     check_every: int = 1,
+    autocast=None,
+    checkpoint: bool = False,
+    latent_pool: int = 1,
 ) -> SafeGuidance:
     """:class:`safescore.SafeGuidance` for preset ``name`` in :data:`PRESETS`.
 
     Args:
         name: "single" | "sd-filter" | "multi".
         clip_model, tokenizer: a CLIPModel and its tokenizer/processor ("single", "multi").
-        vae: the pipeline's VAE; the density is pulled back through its decoder (latent density).
-            None returns guidance on images.
+        vae: the pipeline's VAE, or a cheap one (``AutoencoderTiny``); the density is pulled
+            back through its decoder (latent density). None returns guidance on images.
         safety_checker: a ``StableDiffusionSafetyChecker`` ("sd-filter").
         gamma, threshold: override the preset's γ = 75 and η = 0.23.
         concepts, reduction, k: override the preset's CLIP concepts / reduction.
         check_every: evaluate p_h every k-th step only.
+        autocast, checkpoint, latent_pool: options of the latent density (needs ``vae``), see
+            :class:`safescore.sd.latent.VaeDecodedDensity`.
     """
     preset = _preset(name)
     density = make_density(
@@ -113,7 +118,11 @@ def make_guidance(
         k=k,
     )
     if vae is not None:
-        density = VaeDecodedDensity(density, vae)
+        density = VaeDecodedDensity(
+            density, vae, autocast=autocast, checkpoint=checkpoint, latent_pool=latent_pool
+        )
+    elif autocast is not None or checkpoint or latent_pool != 1:
+        raise ValueError("autocast, checkpoint and latent_pool act on the decoder: pass vae=")
     return SafeGuidance(
         density,
         preset["gamma"] if gamma is None else gamma,

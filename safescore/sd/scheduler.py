@@ -28,7 +28,8 @@ class SafeDDIMScheduler(DDIMScheduler):
     Set ``guidance`` (an object with ``correct(x0_hat, *, step_index, t, num_steps)``, i.e. a
     :class:`safescore.SafeGuidance`) with :meth:`from_scheduler` or :meth:`set_guidance`.
     Per-step records of the current run (reset by ``set_timesteps``): ``harm_history`` and
-    ``corrected_history``, lists of (B,) tensors; :meth:`history` stacks them to (steps, B).
+    ``corrected_history``, lists of (B,) tensors on the sampler's device; :meth:`history` stacks
+    them to (steps, B) on the CPU.
     """
 
     guidance = None
@@ -69,13 +70,16 @@ class SafeDDIMScheduler(DDIMScheduler):
         self.corrected_history: list[torch.Tensor] = []
 
     def history(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(harm (steps, B) float64, corrected (steps, B) bool) of the current run."""
+        """(harm (steps, B) float64, corrected (steps, B) bool) of the current run, on the CPU."""
         if not self.harm_history:
             raise ValueError("no guided step has run since set_timesteps")
-        return torch.stack(self.harm_history), torch.stack(self.corrected_history)
+        harm = torch.stack(self.harm_history).to(torch.float64).cpu()
+        return harm, torch.stack(self.corrected_history).cpu()
 
     def set_timesteps(self, num_inference_steps, device=None):
         super().set_timesteps(num_inference_steps, device=device)
+        # Step index of each timestep, kept on the host (one copy here, none per step).
+        self._step_of = {int(t): i for i, t in enumerate(self.timesteps.tolist())}
         self.reset_history()
 
     def step(
@@ -136,9 +140,7 @@ class SafeDDIMScheduler(DDIMScheduler):
         # 6. >>> GUIDANCE SITE: x̂0 <- x̂0 - γ ∇ log p_h(x̂0) for the samples past the threshold. <<<
         if self.guidance is not None:
             t = int(timestep)
-            step_index = (
-                int((self.timesteps == t).nonzero()[0, 0]) if (self.timesteps == t).any() else 0
-            )
+            step_index = getattr(self, "_step_of", {}).get(t, 0)
             correction = self.guidance.correct(
                 pred_original_sample,
                 step_index=step_index,
@@ -146,8 +148,9 @@ class SafeDDIMScheduler(DDIMScheduler):
                 num_steps=self.num_inference_steps,
             )
             pred_original_sample = correction.x0_hat
-            self.harm_history.append(correction.harm.detach().to(torch.float64).cpu())
-            self.corrected_history.append(correction.corrected.detach().cpu())
+            # Kept on the device: a per-step .cpu() would synchronise CUDA; history() copies.
+            self.harm_history.append(correction.harm.detach())
+            self.corrected_history.append(correction.corrected.detach())
         # 7. Direction pointing to x_t with the original ε, then x_prev (eq. 12).
         pred_sample_direction = (1 - alpha_prod_t_prev - std_dev_t**2) ** (0.5) * pred_epsilon
         prev_sample = alpha_prod_t_prev ** (0.5) * pred_original_sample + pred_sample_direction

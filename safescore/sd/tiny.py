@@ -107,6 +107,24 @@ def _tiny_vae(sample_size: int = 64):
     )
 
 
+def tiny_taesd(seed: int = 0):
+    """A tiny random ``AutoencoderTiny`` (TAESD architecture) for :func:`tiny_components`' latents.
+
+    4 latent channels, factor 2 (two decoder blocks of 16 channels), scaling factor 1 like TAESD:
+    a cheap stand-in decoder for the density (``density_vae=``). RANDOM weights.
+    """
+    from diffusers import AutoencoderTiny
+
+    torch.manual_seed(seed)
+    return AutoencoderTiny(
+        encoder_block_out_channels=(16, 16),
+        decoder_block_out_channels=(16, 16),
+        num_encoder_blocks=(1, 1),
+        num_decoder_blocks=(1, 1),
+        latent_channels=4,
+    ).eval()
+
+
 def tiny_components(seed: int = 0) -> dict:
     """Tiny random SD 1.x components: ``dict(vae, text_encoder, tokenizer, unet, scheduler)``.
 
@@ -330,6 +348,19 @@ def sd15_pipeline(seed: int = 0, dtype: torch.dtype = torch.float32, device="cpu
     pipe = SafeStableDiffusionPipeline(**sd15_components(seed, dtype=dtype, device=device))
     pipe.random_weights = True
     return pipe
+
+
+def sd15_taesd(seed: int = 0, dtype: torch.dtype = torch.float32, device="cpu"):
+    """diffusers' ``AutoencoderTiny`` with its default configuration (TAESD for SD 1.x/2.x
+    latents, factor 8) and RANDOM weights, for timing the cheap decoder."""
+    from diffusers import AutoencoderTiny
+
+    with torch.device(device):
+        torch.manual_seed(seed)
+        model = AutoencoderTiny()
+    if dtype != model.dtype:
+        model = model.to(dtype=dtype)
+    return model.eval()
 
 
 def sd15_clip(seed: int = 0, dtype: torch.dtype = torch.float32, device="cpu"):
