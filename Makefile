@@ -33,6 +33,7 @@ docs: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/toy_throughput.py
 	$(BIN)/python benchmarks/toy_solvers.py
+	TRANSFORMERS_VERBOSITY=error $(BIN)/python benchmarks/sd_overhead.py --json outputs/sd_overhead_tiny128.json
 
 clean:
 	rm -rf $(VENV) site outputs
