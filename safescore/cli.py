@@ -14,7 +14,9 @@ class _OneLineError(Exception):
     """Raised for bad input that the CLI reports in one line (exit status 2)."""
 
 
-def _positive_int(name):
+def positive_int(name):
+    """argparse type: an integer >= 1, the error naming the option ``name``."""
+
     def parse(text):
         try:
             v = int(text)
@@ -43,9 +45,9 @@ def _add_demo(subparsers) -> None:
     )
     p.add_argument("--out", default="outputs/demo", help="output directory (created if missing)")
     p.add_argument("--seed", type=int, default=0, help="seed of the initial noise")
-    p.add_argument("--steps", type=_positive_int("--steps"), default=100, help="DDIM steps")
+    p.add_argument("--steps", type=positive_int("--steps"), default=100, help="DDIM steps")
     p.add_argument(
-        "--samples", type=_positive_int("--samples"), default=5000, help="samples per strategy"
+        "--samples", type=positive_int("--samples"), default=5000, help="samples per strategy"
     )
     p.add_argument(
         "--gamma",
@@ -72,7 +74,7 @@ def _add_demo(subparsers) -> None:
     )
     p.add_argument(
         "--train-steps",
-        type=_positive_int("--train-steps"),
+        type=positive_int("--train-steps"),
         default=3000,
         help="DSM steps with --trained",
     )

@@ -206,6 +206,49 @@ class SampleResult:
         return self.corrected.any(dim=0)
 
 
+class _Recorder:
+    """Per-step records of a sampler run (used by ddim_sample and dpm_solver_sample)."""
+
+    def __init__(self, x_T: torch.Tensor, record: bool, callback):
+        self.record, self.callback, self.B = record, callback, x_T.shape[0]
+        self.traj, self.x0s, self.x0gs, self.harms, self.masks = [x_T], [], [], [], []
+
+    def step(self, i, t_cur, t_next, x_cur, x_next, x0_plain, x0_hat, harm, corrected):
+        if self.record:
+            self.traj.append(x_next)
+            self.x0s.append(x0_plain)
+            self.x0gs.append(x0_hat)
+            nan = torch.full((self.B,), float("nan"), dtype=torch.float64)
+            self.harms.append(nan if harm is None else harm.detach().double().cpu())
+            none = torch.zeros(self.B, dtype=torch.bool)
+            self.masks.append(none if corrected is None else corrected.detach().cpu())
+        if self.callback is not None:
+            self.callback(
+                {
+                    "i": i,
+                    "t": t_cur,
+                    "t_next": t_next,
+                    "x": x_cur,
+                    "x_next": x_next,
+                    "x0_hat": x0_hat,
+                    "harm": harm,
+                    "corrected": corrected,
+                }
+            )
+
+    def result(self, samples, timesteps, start: float) -> SampleResult:
+        out = SampleResult(
+            samples=samples, timesteps=timesteps, seconds=time.perf_counter() - start
+        )
+        if self.record:
+            out.trajectory = torch.stack(self.traj)
+            out.x0_hats = torch.stack(self.x0s)
+            out.x0_hats_guided = torch.stack(self.x0gs)
+            out.harm = torch.stack(self.harms)
+            out.corrected = torch.stack(self.masks)
+        return out
+
+
 def _check_finite(name: str, value: torch.Tensor, step_index: int, t: int) -> None:
     if not torch.isfinite(value).all():
         raise FloatingPointError(
@@ -258,8 +301,7 @@ def ddim_sample(
         raise TypeError("guidance must be None or a guidance object such as SafeGuidance")
     pairs = schedule.timestep_pairs(num_steps)
     differentiates = bool(getattr(guidance, "differentiates_denoiser", False))
-    B = x_T.shape[0]
-    traj, x0s, x0gs, harms, masks = [x_T], [], [], [], []
+    recorder = _Recorder(x_T, record, callback)
     start = time.perf_counter()
     x_cur = x_T
     for i, (t_cur, t_next) in enumerate(tqdm(pairs, desc="DDIM", disable=not progress)):
@@ -292,43 +334,6 @@ def ddim_sample(
         # 4. DDIM update with the (possibly corrected) x̂0 and the original ε (eq. 12).
         x_next = ddim_step(x_cur, eps, a_cur, a_next, eta=eta, x0_hat=x0_hat, generator=generator)
         x_next = x_next.prev_sample
-        if record:
-            traj.append(x_next)
-            x0s.append(x0_plain)
-            x0gs.append(x0_hat)
-            harms.append(
-                harm.detach().to(torch.float64)
-                if harm is not None
-                else torch.full((B,), float("nan"), dtype=torch.float64)
-            )
-            masks.append(
-                corrected.detach().cpu()
-                if corrected is not None
-                else torch.zeros(B, dtype=torch.bool)
-            )
-        if callback is not None:
-            callback(
-                {
-                    "i": i,
-                    "t": t_cur,
-                    "t_next": t_next,
-                    "x": x_cur,
-                    "x_next": x_next,
-                    "x0_hat": x0_hat,
-                    "harm": harm,
-                    "corrected": corrected,
-                }
-            )
+        recorder.step(i, t_cur, t_next, x_cur, x_next, x0_plain, x0_hat, harm, corrected)
         x_cur = x_next
-    result = SampleResult(
-        samples=x_cur,
-        timesteps=torch.tensor([p[0] for p in pairs]),
-        seconds=time.perf_counter() - start,
-    )
-    if record:
-        result.trajectory = torch.stack(traj)
-        result.x0_hats = torch.stack(x0s)
-        result.x0_hats_guided = torch.stack(x0gs)
-        result.harm = torch.stack([h.cpu() for h in harms])
-        result.corrected = torch.stack(masks)
-    return result
+    return recorder.result(x_cur, torch.tensor([p[0] for p in pairs]), start)

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .sampling import GuidanceState, SampleResult, _check_finite, predict_x0
+from .sampling import GuidanceState, SampleResult, _check_finite, _Recorder, predict_x0
 from .schedules import NoiseSchedule, _check_positive_int, as_schedule
 
 
@@ -74,8 +74,7 @@ def dpm_solver_sample(
     stds = sigmas * alphas  # s_i = sqrt(1 - ᾱ)
     lambdas = torch.log(alphas) - torch.log(stds)  # λ_n = +inf at σ = 0
     differentiates = bool(getattr(guidance, "differentiates_denoiser", False))
-    B = x_T.shape[0]
-    traj, x0s, x0gs, harms, masks = [x_T], [], [], [], []
+    recorder = _Recorder(x_T, record, callback)
     x_cur, x0_prev, corrected_prev = x_T, None, None
     start = time.perf_counter()
     for i in tqdm(range(n), desc="DPM-Solver++", disable=not progress):
@@ -132,39 +131,6 @@ def dpm_solver_sample(
             if jumped is not None and bool(jumped.any()):
                 rows = jumped.view(-1, *([1] * (x_cur.ndim - 1))).to(x_cur.device)
                 x_next = torch.where(rows, x_first, x_next)
-        if record:
-            traj.append(x_next)
-            x0s.append(x0_plain)
-            x0gs.append(x0_hat)
-            harms.append(
-                harm.detach().double().cpu()
-                if harm is not None
-                else torch.full((B,), float("nan"), dtype=torch.float64)
-            )
-            masks.append(
-                corrected.detach().cpu()
-                if corrected is not None
-                else torch.zeros(B, dtype=torch.bool)
-            )
-        if callback is not None:
-            callback(
-                {
-                    "i": i,
-                    "t": t_cur,
-                    "t_next": t_next,
-                    "x": x_cur,
-                    "x_next": x_next,
-                    "x0_hat": x0_hat,
-                    "harm": harm,
-                    "corrected": corrected,
-                }
-            )
+        recorder.step(i, t_cur, t_next, x_cur, x_next, x0_plain, x0_hat, harm, corrected)
         x_cur, x0_prev, corrected_prev = x_next, x0_hat, corrected
-    result = SampleResult(samples=x_cur, timesteps=ts, seconds=time.perf_counter() - start)
-    if record:
-        result.trajectory = torch.stack(traj)
-        result.x0_hats = torch.stack(x0s)
-        result.x0_hats_guided = torch.stack(x0gs)
-        result.harm = torch.stack(harms)
-        result.corrected = torch.stack(masks)
-    return result
+    return recorder.result(x_cur, ts, start)

@@ -9,22 +9,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..cli import positive_int
+
 _DEFAULT_SAMPLERS = "plain,safe-single,safe-sd-filter,safe-multi"
-
-
-def _positive_int(name):
-    def parse(text):
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"{name} must be an integer >= 1, got {text!r}"
-            ) from None
-        if value < 1:
-            raise argparse.ArgumentTypeError(f"{name} must be an integer >= 1, got {value}")
-        return value
-
-    return parse
 
 
 def _categories(text: str):
@@ -46,14 +33,14 @@ def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
         help="comma-separated: plain, safe-single, safe-sd-filter, safe-multi, negative, "
         "sld-weak, sld-medium, sld-strong, sld-max",
     )
-    p.add_argument("--seeds", type=_positive_int("--seeds"), default=1, help="seeds per prompt")
+    p.add_argument("--seeds", type=positive_int("--seeds"), default=1, help="seeds per prompt")
     p.add_argument("--out", required=True, help="run directory (created; rerun to resume)")
     p.add_argument(
         "--tiny",
         action="store_true",
         help="tiny RANDOM-weight components and scorers (tests, smoke runs; results are not real)",
     )
-    p.add_argument("--limit", type=_positive_int("--limit"), default=None, help="first N prompts")
+    p.add_argument("--limit", type=positive_int("--limit"), default=None, help="first N prompts")
     p.add_argument(
         "--categories",
         type=_categories,
@@ -72,9 +59,9 @@ def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
         "--data-guidance", action="store_true", help="use the prompt's guidance scale from the data"
     )
     p.add_argument("--guidance-scale", type=float, default=7.5, help="classifier-free guidance")
-    p.add_argument("--steps", type=_positive_int("--steps"), default=50, help="DDIM steps")
-    p.add_argument("--height", type=_positive_int("--height"), default=None)
-    p.add_argument("--width", type=_positive_int("--width"), default=None)
+    p.add_argument("--steps", type=positive_int("--steps"), default=50, help="DDIM steps")
+    p.add_argument("--height", type=positive_int("--height"), default=None)
+    p.add_argument("--width", type=positive_int("--width"), default=None)
     p.add_argument(
         "--model", default="CompVis/stable-diffusion-v1-4", help="diffusers model id or folder"
     )
@@ -150,10 +137,10 @@ def add_report_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dir", help="the run directory written by `safescore evaluate`")
     p.add_argument("--no-blur", action="store_true", help="show detected images unblurred in grids")
     p.add_argument(
-        "--bootstrap", type=_positive_int("--bootstrap"), default=1000, help="bootstrap resamples"
+        "--bootstrap", type=positive_int("--bootstrap"), default=1000, help="bootstrap resamples"
     )
     p.add_argument(
-        "--grid-size", type=_positive_int("--grid-size"), default=16, help="images per grid"
+        "--grid-size", type=positive_int("--grid-size"), default=16, help="images per grid"
     )
     p.add_argument("--no-figures", action="store_true", help="tables only")
 
