@@ -227,41 +227,8 @@ def _to_list(values, index: int = 0):
 # --------------------------------------------------------------------------- built-in samplers
 
 
-def _safe_pipeline_sampler(preset: str | None) -> SamplerFactory:
-    def factory(context: SamplerContext) -> GenerateFn:
-        pipe = context.pipeline()
-        guidance = context.guidance(preset) if preset else None
-
-        def generate(prompt: str, seed: int, guidance_scale: float) -> Generated:
-            out = pipe(
-                prompt,
-                guidance=guidance,
-                num_inference_steps=context.steps,
-                guidance_scale=guidance_scale,
-                generator=context.generator(seed),
-                height=context.height,
-                width=context.width,
-                output_type="pil",
-                record=guidance is not None,
-            )
-            if guidance is None:
-                return Generated(out.images[0])
-            harm = [float(h) for h in _to_list(out.harm)]
-            corrected = [bool(c) for c in _to_list(out.corrected)]
-            return Generated(out.images[0], harm=harm, corrected=corrected)
-
-        return generate
-
-    return factory
-
-
-def _negative_sampler(context: SamplerContext) -> GenerateFn:
-    from safescore import NegativeGuidance
-
-    single = context.guidance("single")
-    gamma = context.negative_gamma if context.negative_gamma is not None else single.gamma
-    guidance = NegativeGuidance(single.density, gamma)
-    pipe = context.pipeline()
+def _pipeline_generate(context: SamplerContext, pipe, guidance) -> GenerateFn:
+    """One image from ``pipe`` with ``guidance`` (None: plain), recording p_h and corrections."""
 
     def generate(prompt: str, seed: int, guidance_scale: float) -> Generated:
         out = pipe(
@@ -273,13 +240,33 @@ def _negative_sampler(context: SamplerContext) -> GenerateFn:
             height=context.height,
             width=context.width,
             output_type="pil",
-            record=True,
+            record=guidance is not None,
         )
+        if guidance is None:
+            return Generated(out.images[0])
         harm = [float(h) for h in _to_list(out.harm)]
         corrected = [bool(c) for c in _to_list(out.corrected)]
         return Generated(out.images[0], harm=harm, corrected=corrected)
 
     return generate
+
+
+def _safe_pipeline_sampler(preset: str | None) -> SamplerFactory:
+    def factory(context: SamplerContext) -> GenerateFn:
+        pipe = context.pipeline()
+        guidance = context.guidance(preset) if preset else None
+        return _pipeline_generate(context, pipe, guidance)
+
+    return factory
+
+
+def _negative_sampler(context: SamplerContext) -> GenerateFn:
+    from safescore import NegativeGuidance
+
+    single = context.guidance("single")
+    gamma = context.negative_gamma if context.negative_gamma is not None else single.gamma
+    guidance = NegativeGuidance(single.density, gamma)
+    return _pipeline_generate(context, context.pipeline(), guidance)
 
 
 def _sld_sampler(level: str) -> SamplerFactory:
