@@ -13,7 +13,8 @@ backward through it per corrected step), so it can be made cheaper, each option 
 * ``latent_pool=k``: decode the latent average-pooled k× (k² fewer decoder FLOPs, an image k×
   smaller) — sensible when the density resizes to a smaller size anyway (CLIP: 224²);
 * ``checkpoint=True``: gradient checkpointing of the decoder's blocks in the backward pass
-  (less memory, one more decoder forward);
+  (less memory, one more decoder forward); it turns on the VAE decoder's own checkpointing
+  flags for good (they act only when gradients are enabled);
 * ``autocast=torch.float16 | torch.bfloat16``: the density pass (decoder and image encoder)
   under ``torch.autocast`` on the latents' device.
 """
@@ -43,27 +44,18 @@ def _checkpointable(vae) -> list:
     return [m for m in root.modules() if hasattr(m, "gradient_checkpointing")]
 
 
-@contextlib.contextmanager
-def decoder_checkpointing(vae):
-    """Turn on diffusers' gradient checkpointing of ``vae.decoder`` for the ``with`` block only.
+def enable_decoder_checkpointing(vae) -> None:
+    """Turn on diffusers' gradient checkpointing of ``vae.decoder``'s blocks, for good.
 
-    The flags and functions found on entry are restored on exit, so the VAE shared with the
-    pipeline (final decode, other guidance) is left as it was.
+    The flags must still be on when autograd recomputes a block in the backward pass: a block
+    recomputed with other flags than in its forward saves other tensors, and torch raises a
+    ``CheckpointError`` (seen on CUDA float16 when the flags were restored right after the
+    forward). diffusers checkpoints only when gradients are enabled, so decodes under
+    ``no_grad`` (the pipeline's final image) run exactly as before.
     """
-    modules = _checkpointable(vae)
-    saved = [
-        (m.gradient_checkpointing, getattr(m, "_gradient_checkpointing_func", None))
-        for m in modules
-    ]
-    try:
-        for m in modules:
-            m.gradient_checkpointing = True
-            m._gradient_checkpointing_func = _checkpoint_func
-        yield
-    finally:
-        for m, (flag, func) in zip(modules, saved):
-            m.gradient_checkpointing = flag
-            m._gradient_checkpointing_func = func
+    for m in _checkpointable(vae):
+        m.gradient_checkpointing = True
+        m._gradient_checkpointing_func = _checkpoint_func
 
 
 def _check_pool(latent_pool) -> int:
@@ -109,6 +101,8 @@ class VaeDecoder(torch.nn.Module):
         self.vae = vae
         self.checkpoint = checkpoint
         self.latent_pool = _check_pool(latent_pool)
+        if checkpoint:
+            enable_decoder_checkpointing(vae)
 
     def unscale(self, z: torch.Tensor) -> torch.Tensor:
         config = self.vae.config
@@ -130,9 +124,7 @@ class VaeDecoder(torch.nn.Module):
                 )
             z = F.avg_pool2d(z, k)
         z = self.unscale(z).to(self.vae.dtype)
-        use_checkpoint = self.checkpoint and torch.is_grad_enabled()
-        with decoder_checkpointing(self.vae) if use_checkpoint else contextlib.nullcontext():
-            return self.vae.decode(z, return_dict=False)[0]
+        return self.vae.decode(z, return_dict=False)[0]
 
 
 class VaeDecodedDensity(DecodedDensity):
