@@ -12,12 +12,6 @@ from safescore.sd.tiny import tiny_clip, tiny_safety_checker
 CONCEPTS = ["violence", "nudity", "nsfw", "harmful"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    torch.set_num_threads(1)
-    yield
-
-
 @pytest.fixture(scope="module")
 def clip():
     return tiny_clip(seed=0)

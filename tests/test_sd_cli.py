@@ -2,16 +2,7 @@
 
 import json
 
-import pytest
-import torch
-
 from safescore.cli import main
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    torch.set_num_threads(1)
-    yield
 
 
 def test_generate_tiny_compare(tmp_path, capsys):

@@ -14,13 +14,6 @@ SIZE = 32  # 32² images = 16² latents: the tiny UNet at its smallest
 PROMPTS = ["a cat", "the violence"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny models: one thread is faster and immune to busy-waiting when the cores are shared.
-    torch.set_num_threads(1)
-    yield
-
-
 @pytest.fixture(scope="module")
 def components():
     return tiny_components(seed=0)

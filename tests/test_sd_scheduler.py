@@ -27,12 +27,6 @@ SIZE = 32
 KW = dict(num_inference_steps=3, height=SIZE, width=SIZE, output_type="np")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    torch.set_num_threads(1)
-    yield
-
-
 @pytest.fixture(scope="module")
 def clip():
     return tiny_clip(seed=0)

@@ -33,12 +33,6 @@ STEPS = 3
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    torch.set_num_threads(1)
-    yield
-
-
 @pytest.fixture(scope="module")
 def components():
     return tiny_components(seed=0)
