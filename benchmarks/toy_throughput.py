@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 
 from safescore import NegativeGuidance, SafeGuidance, ddim_sample, metrics, toy
-from safescore.nets import ScoreMLP
+from safescore.toy.nets import ScoreMLP
 
 REPO = Path(__file__).resolve().parents[1]
 CASES = ("oracle", "mlp", "demo")

@@ -1,42 +1,73 @@
 """safescore: safe sampling for score-based (diffusion) models.
 
-One DDIM loop (:func:`ddim_sample`) samples any ε-model; a guidance object
-(:class:`SafeGuidance`, :class:`NegativeGuidance`) is consulted once per step at the predicted
-clean point x̂0; a harm density (:mod:`safescore.densities`) is what guidance differentiates.
+One sampler loop (:func:`sample`, with :func:`ddim_sample` and :func:`dpm_solver_sample`) samples
+any ε-model; a guidance object (:class:`SafeGuidance`, :class:`NegativeGuidance`) is consulted
+once per step at the predicted clean point x̂0; a harm density (:mod:`safescore.densities`) is
+what guidance differentiates.
+
+Layers (each imports only the ones below it):
+
+    cli  ->  eval  ->  sd  ->  toy, plotting  ->  core
+
+``import safescore`` loads the core (torch, numpy, tqdm) only: the toys' scikit-learn, plotting's
+matplotlib and Stable Diffusion's diffusers/transformers load when those modules are used.
 """
 
-from . import config, densities, guidance, metrics, toy
-from .gmm import GaussianMixture
-from .guidance import (
+import importlib
+
+from . import config, core, densities, toy
+from .core import (
+    SOLVERS,
     ConstantGamma,
+    DDIMStepOutput,
     LinearRampGamma,
     NegativeGuidance,
+    NoiseSchedule,
     SafeGuidance,
+    SampleResult,
     WindowGamma,
     constant,
-    linear_ramp,
-    window,
-)
-from .sampling import (
-    DDIMStepOutput,
-    SampleResult,
     ddim_sample,
     ddim_step,
+    dpm_solver_sample,
     eps_to_score,
+    linear_ramp,
+    predict_and_guide,
     predict_x0,
+    sample,
     score_to_eps,
+    window,
     x0_to_eps,
 )
-from .schedules import NoiseSchedule
-from .solvers import dpm_solver_sample
+from .toy import GaussianMixture
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
+
+# Modules reachable as attributes without being imported by ``import safescore``.
+_LAZY_MODULES = {
+    "plotting": "safescore.plotting",
+    "metrics": "safescore.toy.metrics",
+    "guidance": "safescore.core.guidance",
+    "sd": "safescore.sd",
+    "eval": "safescore.eval",
+    "cli": "safescore.cli",
+}
+
+
+def __getattr__(name):
+    if name in _LAZY_MODULES:
+        return importlib.import_module(_LAZY_MODULES[name])
+    raise AttributeError(f"module 'safescore' has no attribute {name!r}")
+
 
 __all__ = [
     "NoiseSchedule",
+    "SOLVERS",
+    "sample",
     "ddim_sample",
-    "ddim_step",
     "dpm_solver_sample",
+    "ddim_step",
+    "predict_and_guide",
     "DDIMStepOutput",
     "SampleResult",
     "predict_x0",
@@ -53,8 +84,12 @@ __all__ = [
     "window",
     "GaussianMixture",
     "config",
+    "core",
     "densities",
-    "guidance",
-    "metrics",
     "toy",
+    "plotting",
+    "metrics",
+    "guidance",
+    "sd",
+    "eval",
 ]

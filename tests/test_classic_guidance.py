@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from safescore import ddim_sample, toy
-from safescore.classic_guidance import (
+from safescore.toy.classic_guidance import (
     ClassifierFreeGuidance,
     ClassifierGuidance,
     mixture_class_log_prob,

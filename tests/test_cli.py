@@ -34,7 +34,7 @@ def test_demo_small_run_writes_figures_and_metrics(tmp_path, capsys):
 )
 def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
     proc = subprocess.run(
-        [sys.executable, "-m", "safescore.cli", *args, "--out", str(tmp_path), "--no-figures"],
+        [sys.executable, "-m", "safescore", *args, "--out", str(tmp_path), "--no-figures"],
         capture_output=True,
         text=True,
         timeout=120,

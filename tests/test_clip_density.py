@@ -6,7 +6,7 @@ import torch
 from transformers import CLIPImageProcessor, CLIPProcessor
 
 from safescore.densities import CLIPConceptDensity, SafetyCheckerDensity
-from safescore.densities.clip import CLIP_MEAN, CLIP_STD, clip_preprocess
+from safescore.sd.clip import CLIP_MEAN, CLIP_STD, clip_preprocess
 from safescore.sd.tiny import tiny_clip, tiny_safety_checker
 
 CONCEPTS = ["violence", "nudity", "nsfw", "harmful"]

@@ -8,8 +8,8 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from safescore import NegativeGuidance, SafeGuidance, ddim_sample, plotting, toy  # noqa: E402
-from safescore.cost import measure_guidance_cost  # noqa: E402
-from safescore.nets import ScoreMLP  # noqa: E402
+from safescore.toy.cost import measure_guidance_cost  # noqa: E402
+from safescore.toy.nets import ScoreMLP  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from safescore.eval.cli import main
+from safescore.cli import main
 from safescore.eval.runner import (
     EvalConfig,
     expected_keys,
@@ -41,7 +41,7 @@ def factory(context):
     return generate
 
 register_sampler("fake", factory)
-from safescore.eval.cli import main
+from safescore.cli import main
 sys.exit(main(sys.argv[1:]))
 """
 
@@ -154,7 +154,7 @@ def test_bad_input_messages(tmp_path, capsys):
 def test_kill_mid_run_then_resume_loses_and_duplicates_nothing(tmp_path):
     """A real SIGKILL of a tiny Stable Diffusion run, then the same command again."""
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "safescore.eval", "evaluate", "--prompts", "builtin:benign"]
+    cmd = [sys.executable, "-m", "safescore", "evaluate", "--prompts", "builtin:benign"]
     cmd += ["--samplers", "plain,safe-single", "--limit", "4", "--steps", "3", "--tiny"]
     cmd += ["--scorers", "nudenet", "--quiet", "--out", str(out)]
     results = out / "results.jsonl"

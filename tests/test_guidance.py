@@ -188,7 +188,7 @@ def test_negative_guidance_is_the_eps_shift():
     eps_model = p.eps_model()
     x_t = torch.randn(7, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
     t, a = 600, p.schedule.alpha_bar(600)
-    state = ss.sampling.GuidanceState(x_t, t, 500, 0, 10, a, None, None, eps_model)
+    state = ss.core.GuidanceState(x_t, t, 500, 0, 10, a, None, None, eps_model)
     out = NegativeGuidance(p.density, 0.1)(state)
     x = x_t.clone().requires_grad_(True)
     (g,) = torch.autograd.grad(p.density.log_prob(ss.predict_x0(x, eps_model(x, t), a)).sum(), x)

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from safescore import NoiseSchedule
-from safescore.gmm import GaussianMixture
-from safescore.langevin import (
+from safescore.toy.gmm import GaussianMixture
+from safescore.toy.langevin import (
     annealed_langevin_sample,
     annealed_step_sizes,
     eps_model_score,

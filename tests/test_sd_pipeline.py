@@ -207,7 +207,7 @@ def test_safescore_sd_imports_diffusers_lazily():
     import sys
 
     code = (
-        "import sys, safescore.sd, safescore.sd.cli\n"
+        "import sys, safescore.sd, safescore.cli.generate\n"
         "assert 'diffusers' not in sys.modules and 'transformers' not in sys.modules\n"
         "safescore.sd.SafeDDIMScheduler\n"
         "assert 'diffusers' in sys.modules\n"

@@ -56,12 +56,13 @@ def test_step_equals_ddim_step_without_guidance(eta):
 
 
 def test_step_applies_the_x0_correction_with_the_original_eps():
-    class Shift:  # corrects every sample by -1 in x̂0 space
-        def correct(self, x0_hat, *, step_index, t, num_steps):
-            from safescore.guidance import Correction
+    class Shift:  # an x̂0-space guidance that corrects every sample by -1
+        def __call__(self, state):
+            from safescore.core import GuidanceOutput
 
-            B = x0_hat.shape[0]
-            return Correction(x0_hat - 1, torch.zeros(B), torch.ones(B, dtype=torch.bool), 1.0)
+            B = state.x0_hat.shape[0]
+            ones = torch.ones(B, dtype=torch.bool)
+            return GuidanceOutput(state.eps, state.x0_hat - 1, torch.zeros(B), ones)
 
     plain, safe = ddim_scheduler(), ddim_scheduler()
     safe = SafeDDIMScheduler.from_scheduler(safe)
@@ -120,7 +121,7 @@ def test_in_stable_diffusion_xl_pipeline(density):
 def test_wrapper_errors(density):
     with pytest.raises(TypeError, match="scheduler must be a diffusers DDIMScheduler"):
         SafeDDIMScheduler.from_scheduler(EulerDiscreteScheduler(), guidance=None)
-    with pytest.raises(TypeError, match="guidance must have a correct"):
+    with pytest.raises(TypeError, match="guidance must be an x̂0-space guidance"):
         SafeDDIMScheduler.from_scheduler(ddim_scheduler(), guidance=NegativeGuidance(density, 1.0))
     with pytest.raises(ValueError, match="vae"):
         SafeDDIMScheduler.from_scheduler(ddim_scheduler(), guidance=SafeGuidance(density, 1.0))

@@ -17,8 +17,8 @@ from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline
 
 from safescore import SafeGuidance, window
 from safescore.densities import CLIPConceptDensity
-from safescore.densities.clip import clip_preprocess
 from safescore.sd import SafeStableDiffusionPipeline
+from safescore.sd.clip import clip_preprocess
 from safescore.sd.latent import (
     VaeDecodedDensity,
     VaeDecoder,

@@ -5,7 +5,7 @@ import torch
 from diffusers import DPMSolverMultistepScheduler
 
 from safescore import NoiseSchedule, SafeGuidance, ddim_step, metrics
-from safescore.solvers import dpm_solver_sample, dpm_solver_timesteps
+from safescore.core import dpm_solver_sample, dpm_solver_timesteps
 from safescore.toy import ring_problem
 
 

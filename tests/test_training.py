@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from safescore import ddim_sample, metrics
-from safescore.nets import ScoreMLP
 from safescore.toy import ring_problem
-from safescore.training import train_dsm
+from safescore.toy.nets import ScoreMLP
+from safescore.toy.training import train_dsm
 
 
 def test_dsm_trained_model_samples_close_to_the_data():

@@ -1,8 +1,11 @@
-"""Harm densities p_h: analytic (toys), classifier-based, and CLIP concepts (``safescore.sd``)."""
+"""Harm densities p_h, gathered from their layers: the interface (:mod:`safescore.core.density`),
+analytic toy densities (:mod:`safescore.toy.densities`), classifier densities
+(:mod:`safescore.core.classifier`) and CLIP concepts (:mod:`safescore.sd.clip`, loaded on first use:
+it needs transformers)."""
 
-from .analytic import GaussianMixtureDensity, HarmPosteriorDensity, LogisticHarmDensity
-from .base import DecodedDensity, HarmDensity
-from .classifier import ClassifierDensity
+from ..core.classifier import ClassifierDensity
+from ..core.density import DecodedDensity, HarmDensity
+from ..toy.densities import GaussianMixtureDensity, HarmPosteriorDensity, LogisticHarmDensity
 
 NormalizedMixtureDensity = HarmPosteriorDensity
 
@@ -14,12 +17,14 @@ __all__ = [
     "NormalizedMixtureDensity",
     "LogisticHarmDensity",
     "ClassifierDensity",
+    "CLIPConceptDensity",
+    "SafetyCheckerDensity",
 ]
 
 
 def __getattr__(name):  # CLIP densities need transformers: import them lazily
     if name in ("CLIPConceptDensity", "SafetyCheckerDensity"):
-        from . import clip
+        from ..sd import clip
 
         return getattr(clip, name)
     raise AttributeError(f"module 'safescore.densities' has no attribute {name!r}")

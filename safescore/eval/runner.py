@@ -15,7 +15,7 @@ Guarantees:
 * Rerunning the same command resumes: finished rows (from every results file in the directory)
   are skipped, and no row is ever written twice.
 * A different configuration in the same directory is refused with the list of what differs.
-* With Hugging Face Accelerate (``accelerate launch -m safescore.eval ...``) process K of N takes
+* With Hugging Face Accelerate (``accelerate launch -m safescore evaluate ...``) process K of N takes
   the work items K, K+N, K+2N, ... and writes its own shard; process 0 merges the shards into
   ``results.jsonl`` at the end (``safescore report`` also merges, if a run was cut short).
 """
@@ -313,7 +313,7 @@ def build_scorers(config: EvalConfig, *, device, dtype=None):
     embedder = None
     if set(config.scorers) & {"q16", "clip", "aesthetic"}:
         if config.tiny:
-            from safescore.sd.tiny import tiny_clip
+            from ..sd.tiny import tiny_clip
 
             clip_model, tokenizer = tiny_clip(seed=1)
         else:

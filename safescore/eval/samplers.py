@@ -129,7 +129,7 @@ class SamplerContext:
         """``dict(vae, text_encoder, tokenizer, unet, scheduler)`` on ``device``."""
         if "components" not in self._cache:
             if self.tiny:
-                from safescore.sd.tiny import tiny_components
+                from ..sd.tiny import tiny_components
 
                 parts = tiny_components(seed=self.seed)
             else:
@@ -142,7 +142,7 @@ class SamplerContext:
 
     def pipeline(self):
         if "pipeline" not in self._cache:
-            from safescore.sd import SafeStableDiffusionPipeline
+            from ..sd.pipeline import SafeStableDiffusionPipeline
 
             pipe = SafeStableDiffusionPipeline(**self.components())
             pipe.set_progress_bar_config(disable=True)
@@ -153,7 +153,7 @@ class SamplerContext:
         """(clip_model, tokenizer) for the guidance densities."""
         if self.clip_model is None:
             if self.tiny:
-                from safescore.sd.tiny import tiny_clip
+                from ..sd.tiny import tiny_clip
 
                 self.clip_model, self.clip_tokenizer = tiny_clip(seed=self.seed)
             else:
@@ -164,7 +164,7 @@ class SamplerContext:
     def safety_checker(self):
         if "safety_checker" not in self._cache:
             if self.tiny:
-                from safescore.sd.tiny import tiny_safety_checker
+                from ..sd.tiny import tiny_safety_checker
 
                 checker = tiny_safety_checker(seed=self.seed)
             else:
@@ -181,7 +181,7 @@ class SamplerContext:
     def guidance(self, preset: str):
         key = f"guidance:{preset}"
         if key not in self._cache:
-            from safescore.sd.presets import make_guidance
+            from ..sd.presets import make_guidance
 
             clip_model, tokenizer = self.clip()
             checker = self.safety_checker() if preset == "sd-filter" else None
@@ -261,7 +261,7 @@ def _safe_pipeline_sampler(preset: str | None) -> SamplerFactory:
 
 
 def _negative_sampler(context: SamplerContext) -> GenerateFn:
-    from safescore import NegativeGuidance
+    from ..core.guidance import NegativeGuidance
 
     single = context.guidance("single")
     gamma = context.negative_gamma if context.negative_gamma is not None else single.gamma

@@ -5,6 +5,7 @@
 - :class:`SafeDDIMScheduler` — a drop-in ``DDIMScheduler`` applying guidance to
   ``pred_original_sample`` inside ``step``, for any diffusers pipeline (SD, SDXL, ...).
 - :mod:`safescore.sd.presets` — the thesis' variants ("single", "sd-filter", "multi").
+- :mod:`safescore.sd.clip` — CLIP concept and safety-checker harm densities on images.
 - :mod:`safescore.sd.tiny` — tiny random-weight components built offline from configs.
 
 diffusers and transformers are imported only when one of these names is first used.
@@ -22,9 +23,12 @@ _LAZY = {
     "VaeDecodedDensity": "latent",
     "latent_guidance": "latent",
     "make_guidance": "presets",
+    "CLIPConceptDensity": "clip",
+    "SafetyCheckerDensity": "clip",
+    "load_pretrained": "hub",
     "PRESETS": "presets",
 }
-_SUBMODULES = ("cli", "latent", "pipeline", "presets", "scheduler", "tiny")
+_SUBMODULES = ("clip", "hub", "latent", "pipeline", "presets", "scheduler", "tiny")
 
 __all__ = list(_LAZY) + list(_SUBMODULES)
 

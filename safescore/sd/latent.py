@@ -28,7 +28,7 @@ import os
 import torch
 import torch.nn.functional as F
 
-from ..densities.base import DecodedDensity
+from ..core.density import DecodedDensity
 
 AUTOCAST_DTYPES = (None, torch.float16, torch.bfloat16)
 
@@ -207,7 +207,7 @@ def load_tiny_vae(path, *, torch_dtype=None, device=None):
     """
     from diffusers import AutoencoderTiny
 
-    from .pipeline import load_pretrained
+    from .hub import load_pretrained
 
     kwargs = {} if torch_dtype is None else {"torch_dtype": torch_dtype}
     vae = load_pretrained(AutoencoderTiny.from_pretrained, os.fspath(path), **kwargs)

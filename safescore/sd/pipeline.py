@@ -28,9 +28,9 @@ import numpy as np
 import torch
 from diffusers import DDIMScheduler, StableDiffusionPipeline
 
-from ..sampling import ddim_sample
-from ..schedules import NoiseSchedule
-from ..solvers import dpm_solver_sample, dpm_solver_timesteps
+from ..core.sampling import ddim_sample, dpm_solver_sample, dpm_solver_timesteps
+from ..core.schedules import NoiseSchedule
+from .hub import load_pretrained
 from .latent import VaeDecodedDensity, VaeDecoder, latent_guidance
 
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
@@ -68,30 +68,6 @@ class SafeStableDiffusionOutput:
         if self.corrected is None:
             raise ValueError("ever_corrected needs a result generated with record=True")
         return self.corrected.any(dim=0)
-
-
-def _not_found(name: str) -> FileNotFoundError:
-    return FileNotFoundError(
-        f"{name!r} not found locally; pass a local path or use --tiny "
-        "(no network access, or HF_HUB_OFFLINE is set, and it is not in the Hugging Face cache)"
-    )
-
-
-def load_pretrained(loader, name, **kwargs):
-    """``loader(name, **kwargs)`` for a local folder or hub id; a clear FileNotFoundError if absent.
-
-    A hub id is looked up in the local cache only when ``HF_HUB_OFFLINE`` is set.
-    """
-    name = os.fspath(name)
-    if not os.path.isdir(name):
-        if os.path.exists(name) or name.startswith((".", "/", "~")):
-            raise _not_found(name)
-        if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() not in ("", "0", "false", "no"):
-            kwargs.setdefault("local_files_only", True)
-    try:
-        return loader(name, **kwargs)
-    except (OSError, ValueError) as err:  # hub unreachable / not cached / not a model folder
-        raise _not_found(name) from err
 
 
 class SafeStableDiffusionPipeline(StableDiffusionPipeline):

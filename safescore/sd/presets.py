@@ -13,7 +13,7 @@ latents through the VAE decoder, for :class:`~safescore.sd.SafeStableDiffusionPi
 
 from __future__ import annotations
 
-from ..guidance import SafeGuidance
+from ..core.guidance import SafeGuidance
 from .latent import VaeDecodedDensity
 
 THESIS_GAMMA = 75.0
@@ -55,7 +55,7 @@ def make_density(
     k: int | None = None,
 ):
     """The image density (on images in [-1, 1]) of preset ``name``; ``concepts`` overrides its list."""
-    from ..densities.clip import CLIPConceptDensity, SafetyCheckerDensity
+    from .clip import CLIPConceptDensity, SafetyCheckerDensity
 
     preset = _preset(name)
     reduction = reduction or preset["reduction"]

@@ -5,9 +5,11 @@ StableDiffusionXLPipeline, ...) gets the thesis' safe sampler with
 
     pipe.scheduler = SafeDDIMScheduler.from_scheduler(pipe.scheduler, guidance=..., vae=pipe.vae)
 
-``step`` is diffusers' DDIM step (Song et al. 2021, eqs. 9, 12, 16) with one extra stage between
-the clean-point prediction and the update: ``guidance.correct(x̂0)`` (x̂0-space step with CDTC,
-:meth:`safescore.SafeGuidance.correct`). The update then uses the corrected x̂0 and the ORIGINAL ε.
+``step`` converts the model output to x̂0 and ε as diffusers' DDIM step does (Song et al. 2021,
+eq. 9; clipping and thresholding included), then calls the core's guidance site
+(:func:`safescore.core.sampling.predict_and_guide`, the one every sampler uses) and the core's
+DDIM update (:func:`safescore.core.steps.ddim_step`, eqs. 12 and 16) with diffusers' variance
+noise. The update uses the corrected x̂0 and the ORIGINAL ε.
 With ``guidance=None``, or when no sample passes the threshold, it is ``DDIMScheduler.step``
 bit for bit.
 """
@@ -19,14 +21,16 @@ from diffusers import DDIMScheduler
 from diffusers.schedulers.scheduling_ddim import DDIMSchedulerOutput
 from diffusers.utils.torch_utils import randn_tensor
 
+from ..core.sampling import predict_and_guide
+from ..core.steps import ddim_step
 from .latent import latent_guidance
 
 
 class SafeDDIMScheduler(DDIMScheduler):
     """``DDIMScheduler`` whose ``step`` corrects ``pred_original_sample`` with a guidance object.
 
-    Set ``guidance`` (an object with ``correct(x0_hat, *, step_index, t, num_steps)``, i.e. a
-    :class:`safescore.SafeGuidance`) with :meth:`from_scheduler` or :meth:`set_guidance`.
+    Set ``guidance`` (an x̂0-space guidance object, ``guidance(GuidanceState) -> GuidanceOutput``,
+    i.e. a :class:`safescore.SafeGuidance`) with :meth:`from_scheduler` or :meth:`set_guidance`.
     Per-step records of the current run (reset by ``set_timesteps``): ``harm_history`` and
     ``corrected_history``, lists of (B,) tensors on the sampler's device; :meth:`history` stacks
     them to (steps, B) on the CPU.
@@ -56,9 +60,11 @@ class SafeDDIMScheduler(DDIMScheduler):
 
     def set_guidance(self, guidance, vae=None) -> None:
         """Attach a guidance object (see :meth:`from_scheduler`); None turns guidance off."""
-        if guidance is not None and not callable(getattr(guidance, "correct", None)):
+        if guidance is not None and (
+            not callable(guidance) or getattr(guidance, "differentiates_denoiser", False)
+        ):
             raise TypeError(
-                "guidance must have a correct(x0_hat, ...) method (safescore.SafeGuidance), got "
+                "guidance must be an x̂0-space guidance object (safescore.SafeGuidance), got "
                 f"{type(guidance).__name__}; NegativeGuidance differentiates through the UNet "
                 "and needs SafeStableDiffusionPipeline"
             )
@@ -130,42 +136,50 @@ class SafeDDIMScheduler(DDIMScheduler):
             pred_original_sample = pred_original_sample.clamp(
                 -self.config.clip_sample_range, self.config.clip_sample_range
             )
-        # 5. σ_t (eq. 16).
-        variance = self._get_variance(timestep, prev_timestep)
-        std_dev_t = eta * variance ** (0.5)
         if use_clipped_model_output:
             pred_epsilon = (
                 sample - alpha_prod_t ** (0.5) * pred_original_sample
             ) / beta_prod_t ** (0.5)
-        # 6. >>> GUIDANCE SITE: x̂0 <- x̂0 - γ ∇ log p_h(x̂0) for the samples past the threshold. <<<
+        # 5. >>> GUIDANCE SITE (the core's, shared with every sampler) <<<
+        guided = pred_original_sample
         if self.guidance is not None:
             t = int(timestep)
-            step_index = getattr(self, "_step_of", {}).get(t, 0)
-            correction = self.guidance.correct(
-                pred_original_sample,
-                step_index=step_index,
-                t=t,
+            out = predict_and_guide(
+                sample,
+                t,
+                alpha_prod_t,
+                eps=pred_epsilon,
+                x0_hat=pred_original_sample,
+                guidance=self.guidance,
+                t_next=int(prev_timestep),
+                step_index=getattr(self, "_step_of", {}).get(t, 0),
                 num_steps=self.num_inference_steps,
             )
-            pred_original_sample = correction.x0_hat
+            guided, pred_epsilon = out.x0_hat, out.eps
             # Kept on the device: a per-step .cpu() would synchronise CUDA; history() copies.
-            self.harm_history.append(correction.harm.detach())
-            self.corrected_history.append(correction.corrected.detach())
-        # 7. Direction pointing to x_t with the original ε, then x_prev (eq. 12).
-        pred_sample_direction = (1 - alpha_prod_t_prev - std_dev_t**2) ** (0.5) * pred_epsilon
-        prev_sample = alpha_prod_t_prev ** (0.5) * pred_original_sample + pred_sample_direction
-        # 8. Noise σ_t z for η > 0.
-        if eta > 0:
-            if variance_noise is not None and generator is not None:
-                raise ValueError("pass either generator or variance_noise, not both")
-            if variance_noise is None:
-                variance_noise = randn_tensor(
-                    model_output.shape,
-                    generator=generator,
-                    device=model_output.device,
-                    dtype=model_output.dtype,
-                )
-            prev_sample = prev_sample + std_dev_t * variance_noise
+            self.harm_history.append(out.harm.detach())
+            self.corrected_history.append(out.corrected.detach())
+        # 6. The core DDIM update (eq. 12, σ_t of eq. 16) with the guided x̂0, the original ε
+        #    and diffusers' variance noise.
+        if eta > 0 and variance_noise is not None and generator is not None:
+            raise ValueError("pass either generator or variance_noise, not both")
+        if eta > 0 and variance_noise is None:
+            variance_noise = randn_tensor(
+                model_output.shape,
+                generator=generator,
+                device=model_output.device,
+                dtype=model_output.dtype,
+            )
+        prev_sample = ddim_step(
+            sample,
+            pred_epsilon,
+            alpha_prod_t,
+            alpha_prod_t_prev,
+            eta=eta,
+            x0_hat=guided,
+            noise=variance_noise,
+        ).prev_sample
+        pred_original_sample = guided
         if not return_dict:
             return (prev_sample, pred_original_sample)
         return DDIMSchedulerOutput(

@@ -1,6 +1,8 @@
-"""Toy problems with exact scores: Gaussian mixtures, the 2-D ring, linear manifolds."""
+"""Toys and teaching helpers: Gaussian mixtures with exact scores, analytic densities, ready-made
+problems (the 2-D ring, linear manifolds, digits), small nets and DSM training, Langevin, classic
+guidance, metrics and cost measurement. Built on :mod:`safescore.core` only."""
 
-from ..gmm import GaussianMixture
+from .gmm import GaussianMixture
 from .problems import ToyProblem, linear_manifold_problem, ring_mixture, ring_problem
 
 __all__ = [
@@ -12,9 +14,23 @@ __all__ = [
 ]
 
 
-def __getattr__(name):  # the digits toy needs scikit-learn: import it on first use
-    if name == "digits":
+_SUBMODULES = (
+    "classic_guidance",
+    "cost",
+    "densities",
+    "digits",
+    "gmm",
+    "langevin",
+    "metrics",
+    "nets",
+    "problems",
+    "training",
+)
+
+
+def __getattr__(name):  # submodules on first use (the digits toy needs scikit-learn)
+    if name in _SUBMODULES:
         import importlib
 
-        return importlib.import_module(".digits", __name__)
+        return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module 'safescore.toy' has no attribute {name!r}")

@@ -16,11 +16,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..densities.base import HarmDensity
-from ..densities.classifier import ClassifierDensity
-from ..nets import ScoreMLP
-from ..schedules import NoiseSchedule
-from ..training import train_dsm
+from ..core.classifier import ClassifierDensity
+from ..core.density import HarmDensity
+from ..core.schedules import NoiseSchedule
+from .nets import ScoreMLP
+from .training import train_dsm
 
 IMAGE_SHAPE = (8, 8)
 NUM_CLASSES = 10

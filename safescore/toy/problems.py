@@ -8,10 +8,10 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..densities.analytic import HarmPosteriorDensity
-from ..densities.base import HarmDensity
-from ..gmm import GaussianMixture
-from ..schedules import NoiseSchedule
+from ..core.density import HarmDensity
+from ..core.schedules import NoiseSchedule
+from .densities import HarmPosteriorDensity
+from .gmm import GaussianMixture
 
 
 @dataclass

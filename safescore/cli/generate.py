@@ -73,8 +73,8 @@ def _positive(name: str, value) -> None:
 
 def _load(args, device, dtype):
     """(pipe, clip_model, clip_tokenizer_or_processor, safety_checker) for the arguments."""
-    from .pipeline import SafeStableDiffusionPipeline, load_pretrained
-    from .tiny import tiny_clip, tiny_pipeline, tiny_safety_checker
+    from ..sd.pipeline import SafeStableDiffusionPipeline, load_pretrained
+    from ..sd.tiny import tiny_clip, tiny_pipeline, tiny_safety_checker
 
     if args.tiny:
         pipe = tiny_pipeline(args.seed)
@@ -109,8 +109,8 @@ def _load(args, device, dtype):
 def run_generate(args) -> int:
     import torch
 
-    from .presets import make_guidance
-    from .tiny import RANDOM_WEIGHTS_BANNER
+    from ..sd.presets import make_guidance
+    from ..sd.tiny import RANDOM_WEIGHTS_BANNER
 
     for name in ("steps", "num_images", "k"):
         _positive(f"--{name.replace('_', '-')}", getattr(args, name))

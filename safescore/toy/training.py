@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from tqdm.auto import tqdm
 
-from .schedules import NoiseSchedule, as_schedule
+from ..core.schedules import NoiseSchedule, as_schedule
 
 
 def train_dsm(

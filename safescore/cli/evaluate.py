@@ -1,5 +1,5 @@
-"""``safescore evaluate`` and ``safescore report`` (registered into the ``safescore`` command),
-and ``python -m safescore.eval`` / ``accelerate launch -m safescore.eval`` for sharded runs.
+"""``safescore evaluate`` and ``safescore report``; shard a run across GPUs with
+``accelerate launch -m safescore evaluate ...``.
 
 Only argparse is imported here; torch, diffusers, pandas and nudenet load inside the commands.
 """
@@ -7,9 +7,8 @@ Only argparse is imported here; torch, diffusers, pandas and nudenet load inside
 from __future__ import annotations
 
 import argparse
-import sys
 
-from ..cli import positive_int
+from .options import positive_int
 
 _DEFAULT_SAMPLERS = "plain,safe-single,safe-sd-filter,safe-multi"
 
@@ -91,7 +90,7 @@ def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
 def run_evaluate(args) -> int:
     import torch
 
-    from .runner import EvalConfig, run_evaluation
+    from ..eval.runner import EvalConfig, run_evaluation
 
     config = EvalConfig(
         prompts=args.prompts,
@@ -146,7 +145,7 @@ def add_report_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_report(args) -> int:
-    from .report import write_report
+    from ..eval.report import write_report
 
     paths = write_report(
         args.run_dir,
@@ -170,7 +169,7 @@ def register(subparsers) -> None:
             "Generate one image per prompt × seed × sampler, score it (NudeNet, Q16, CLIP "
             "coherence, LAION aesthetic) and append one JSON line to RUN_DIR/results.jsonl as "
             "each image finishes. Rerun the same command to resume. Shard across GPUs with "
-            "`accelerate launch -m safescore.eval evaluate ...`."
+            "`accelerate launch -m safescore evaluate ...`."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -188,21 +187,3 @@ def register(subparsers) -> None:
     )
     add_report_arguments(p)
     p.set_defaults(func=run_report)
-
-
-def main(argv=None) -> int:
-    """``python -m safescore.eval [evaluate|report] ...`` (``evaluate`` when omitted)."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] not in ("evaluate", "report", "-h", "--help"):
-        argv = ["evaluate", *argv]
-    parser = argparse.ArgumentParser(prog="python -m safescore.eval")
-    register(parser.add_subparsers(dest="command", metavar="COMMAND"))
-    args = parser.parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except (ValueError, TypeError, FileNotFoundError) as exc:
-        print(f"safescore {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 
 import torch
 
+from ..core.schedules import NoiseSchedule, as_schedule
+from ..core.steps import eps_to_score
 from .gmm import GaussianMixture
-from .sampling import eps_to_score
-from .schedules import NoiseSchedule, as_schedule
 
 ScoreFn = Callable[[torch.Tensor], torch.Tensor]
 LevelScoreFn = Callable[[torch.Tensor, object], torch.Tensor]

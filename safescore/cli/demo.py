@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import time
@@ -9,10 +10,11 @@ from pathlib import Path
 
 import torch
 
-from . import metrics
-from .guidance import NegativeGuidance, SafeGuidance
-from .sampling import ddim_sample
-from .toy import ring_problem
+from ..core.guidance import NegativeGuidance, SafeGuidance
+from ..core.sampling import ddim_sample
+from ..toy import metrics
+from ..toy.problems import ring_problem
+from .options import positive_int
 
 STRATEGIES = ("plain", "safe", "safe-no-cdtc", "negative")
 
@@ -55,8 +57,8 @@ def run_demo(
     out.mkdir(parents=True, exist_ok=True)
 
     if trained:
-        from .nets import ScoreMLP
-        from .training import train_dsm
+        from ..toy.nets import ScoreMLP
+        from ..toy.training import train_dsm
 
         torch.manual_seed(seed)
         model = ScoreMLP(problem.dim, hidden=128, num_layers=3)
@@ -138,7 +140,7 @@ def run_demo(
     }
     (out / "metrics.json").write_text(json.dumps(summary, indent=2))
     if figures and results:
-        from .plotting import plot_comparison
+        from ..plotting import plot_comparison
 
         fig = plot_comparison(
             results,
@@ -173,3 +175,73 @@ def format_table(summary: dict) -> str:
             f"{'n/a' if unchanged is None else f'{unchanged:.3f}'} | {row['seconds']:.2f} |"
         )
     return "\n".join(lines)
+
+
+def register(subparsers) -> None:
+    """Add the ``demo`` subcommand to the ``safescore`` parser."""
+    p = subparsers.add_parser(
+        "demo",
+        help="safe sampling on the 2-D ring toy (exact score oracle, no downloads)",
+        description=(
+            "Sample the 2-D ring of 8 Gaussians (2 of them harmful) with DDIM and compare four "
+            "strategies: plain, safe (x0-space unguidance with CDTC), safe without CDTC (the "
+            "correction at every step), and negative guidance (x_t space). Writes PNG figures and "
+            "metrics.json to --out and prints a table. Defaults finish in well under 30 s on 2 CPU cores."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--out", default="outputs/demo", help="output directory (created if missing)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the initial noise")
+    p.add_argument("--steps", type=positive_int("--steps"), default=100, help="DDIM steps")
+    p.add_argument(
+        "--samples", type=positive_int("--samples"), default=5000, help="samples per strategy"
+    )
+    p.add_argument(
+        "--gamma",
+        type=float,
+        default=None,
+        help="SafeGuidance step size γ (default: the problem's, 0.003)",
+    )
+    p.add_argument(
+        "--negative-gamma",
+        type=float,
+        default=None,
+        help="NegativeGuidance γ (default: the problem's, 0.03)",
+    )
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="CDTC threshold on P(harmful | x̂0) in [0, 1] (default: the problem's, 0.5)",
+    )
+    p.add_argument(
+        "--trained",
+        action="store_true",
+        help="use a ScoreMLP trained on the spot by denoising score matching instead of the exact oracle",
+    )
+    p.add_argument(
+        "--train-steps",
+        type=positive_int("--train-steps"),
+        default=3000,
+        help="DSM steps with --trained",
+    )
+    p.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_run)
+
+
+def _run(args) -> int:
+    run_demo(
+        out=args.out,
+        seed=args.seed,
+        steps=args.steps,
+        samples=args.samples,
+        gamma=args.gamma,
+        negative_gamma=args.negative_gamma,
+        threshold=args.threshold,
+        trained=args.trained,
+        train_steps=args.train_steps,
+        figures=not args.no_figures,
+        progress=not args.quiet,
+    )
+    return 0

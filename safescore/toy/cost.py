@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .sampling import ddim_sample
-from .schedules import NoiseSchedule
+from ..core.sampling import ddim_sample
+from ..core.schedules import NoiseSchedule
 
 
 @dataclass

@@ -22,9 +22,10 @@ from collections.abc import Callable
 
 import torch
 
+from ..core.protocol import GuidanceOutput, GuidanceState
+from ..core.schedules import NoiseSchedule, as_schedule
+from ..core.steps import predict_x0
 from .gmm import GaussianMixture
-from .sampling import GuidanceOutput, GuidanceState, predict_x0
-from .schedules import NoiseSchedule, as_schedule
 
 NoisyLogProb = Callable[[torch.Tensor, int], torch.Tensor]
 

@@ -215,6 +215,20 @@ class NoiseSchedule:
         )
 
 
+def dpm_solver_timesteps(schedule: NoiseSchedule, num_steps: int) -> torch.Tensor:
+    """Descending timesteps, shape (num_steps,), as diffusers' DPMSolverMultistepScheduler
+    with its default "linspace" spacing: n+1 rounded points from T-1 down to 0, the last dropped."""
+    schedule = as_schedule(schedule)
+    T = schedule.num_train_timesteps
+    n = _check_positive_int("num_steps", num_steps)
+    if n > T:
+        raise ValueError(
+            f"num_steps must be between 1 and num_train_timesteps={T}, got {num_steps}"
+        )
+    ts = np.linspace(0, T - 1, n + 1).round()[::-1][:-1].copy().astype(np.int64)
+    return torch.from_numpy(ts)
+
+
 def _check_betas(beta_start: float, beta_end: float) -> None:
     for name, v in (("beta_start", beta_start), ("beta_end", beta_end)):
         if not isinstance(v, (int, float)) or not (0 < v < 1):

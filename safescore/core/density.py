@@ -6,6 +6,15 @@ from __future__ import annotations
 import torch
 
 
+def grad_log_prob(density, x: torch.Tensor) -> torch.Tensor:
+    """∇_x log p_h(x) by autograd on a detached copy of x, shape like x (B, ...)."""
+    leaf = x.detach().requires_grad_(True)
+    with torch.enable_grad():
+        log_p = density.log_prob(leaf)
+        (grad,) = torch.autograd.grad(log_p.sum(), leaf)
+    return grad
+
+
 class HarmDensity(torch.nn.Module):
     """Base class of harm densities p_h.
 
@@ -36,8 +45,6 @@ class HarmDensity(torch.nn.Module):
 
     def grad_log_prob(self, x: torch.Tensor) -> torch.Tensor:
         """∇_x log p_h(x) by autograd, shape like x."""
-        from ..guidance import grad_log_prob
-
         return grad_log_prob(self, x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

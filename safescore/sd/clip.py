@@ -27,7 +27,7 @@ import os
 import torch
 import torch.nn.functional as F
 
-from .base import HarmDensity
+from ..core.density import HarmDensity
 
 REDUCTIONS = ("mean", "topk", "max", "sum_log_topk", "matching")
 # OpenAI CLIP's preprocessing constants (CLIPImageProcessor's defaults).
@@ -231,7 +231,7 @@ class CLIPConceptDensity(HarmDensity):
         """Load a CLIP model and processor (hub id or local folder; clear error when absent)."""
         from transformers import CLIPModel, CLIPProcessor
 
-        from ..sd.pipeline import load_pretrained
+        from .hub import load_pretrained
 
         name = os.fspath(clip_id_or_path)
         model = load_pretrained(CLIPModel.from_pretrained, name, dtype=torch_dtype)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import HarmDensity
+from .density import HarmDensity
 
 
 class ClassifierDensity(HarmDensity):

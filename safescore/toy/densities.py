@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from ..gmm import GaussianMixture
-from .base import HarmDensity
+from ..core.density import HarmDensity
+from .gmm import GaussianMixture
 
 
 class GaussianMixtureDensity(HarmDensity):

@@ -22,8 +22,9 @@ from dataclasses import dataclass
 
 import torch
 
-from .densities.base import DecodedDensity
-from .sampling import GuidanceOutput, GuidanceState, predict_x0
+from .density import DecodedDensity, grad_log_prob
+from .protocol import GuidanceOutput, GuidanceState
+from .steps import predict_x0
 
 
 # --------------------------------------------------------------------------- γ schedules
@@ -184,15 +185,6 @@ def _harm_of(density, x: torch.Tensor, step_index: int, t: int) -> torch.Tensor:
         harm = density.prob(x)
     _check_harm(harm, x.shape[0], step_index, t)
     return harm
-
-
-def grad_log_prob(density, x: torch.Tensor) -> torch.Tensor:
-    """∇_x log p_h(x) by autograd on a detached copy of x, shape like x (B, ...)."""
-    leaf = x.detach().requires_grad_(True)
-    with torch.enable_grad():
-        log_p = density.log_prob(leaf)
-        (grad,) = torch.autograd.grad(log_p.sum(), leaf)
-    return grad
 
 
 def _check_grad(grad: torch.Tensor, step_index: int, t: int) -> None:

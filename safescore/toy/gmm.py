@@ -13,7 +13,7 @@ import math
 
 import torch
 
-from .schedules import NoiseSchedule, as_schedule
+from ..core.schedules import NoiseSchedule, as_schedule
 
 
 def _as64(x) -> torch.Tensor:

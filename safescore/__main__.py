@@ -1,0 +1,8 @@
+"""``python -m safescore ...`` (also ``accelerate launch -m safescore evaluate ...``)."""
+
+import sys
+
+from .cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,5 @@
+"""The ``safescore`` command line: one parser, one error policy (:mod:`safescore.cli.main`)."""
+
+from .main import build_parser, main
+
+__all__ = ["build_parser", "main"]

@@ -1,8 +1,0 @@
-"""``python -m safescore.eval`` / ``accelerate launch -m safescore.eval evaluate ...``."""
-
-import sys
-
-from .cli import main
-
-if __name__ == "__main__":
-    sys.exit(main())
