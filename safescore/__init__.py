@@ -16,6 +16,7 @@ matplotlib and Stable Diffusion's diffusers/transformers load when those modules
 import importlib
 
 from . import config, core, densities, toy
+from ._version import __version__
 from .core import (
     SOLVERS,
     ConstantGamma,
@@ -41,8 +42,6 @@ from .core import (
 )
 from .toy import GaussianMixture
 
-__version__ = "0.2.0"
-
 # Modules reachable as attributes without being imported by ``import safescore``.
 _LAZY_MODULES = {
     "plotting": "safescore.plotting",
@@ -61,6 +60,7 @@ def __getattr__(name):
 
 
 __all__ = [
+    "__version__",
     "NoiseSchedule",
     "SOLVERS",
     "sample",

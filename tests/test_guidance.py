@@ -330,7 +330,7 @@ def test_fused_check_and_gradient_equals_the_two_pass_path(ring, noise):
         ring.schedule,
         x_T,
         10,
-        guidance=SafeGuidance(density, 1e-4, threshold=-1.0),
+        guidance=SafeGuidance(density, 1e-4, threshold=0.0),
         record=True,
     )
     assert len(calls) == 20  # check, then gradient

@@ -108,7 +108,7 @@ def test_never_passing_threshold_is_plain_and_never_backpropagates(pipes, densit
     counter = CountDecoderBackward(ours.vae)
     try:
         out = ours(
-            PROMPTS, guidance=SafeGuidance(density, 75.0, threshold=2.0), generator=gen(),
+            PROMPTS, guidance=SafeGuidance(density, 75.0, threshold=1.0), generator=gen(),
             record=True, **kw,
         )  # fmt: skip
     finally:

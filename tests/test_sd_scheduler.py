@@ -88,13 +88,13 @@ def test_in_stable_diffusion_pipeline(density):
     plain = pipe("a cat", generator=gen(), **KW).images
     # Never passing: bit for bit the plain images.
     pipe.scheduler = SafeDDIMScheduler.from_scheduler(
-        pipe.scheduler, guidance=SafeGuidance(density, 100.0, threshold=2.0), vae=pipe.vae
+        pipe.scheduler, guidance=SafeGuidance(density, 100.0, threshold=1.0), vae=pipe.vae
     )
     assert np.abs(pipe("a cat", generator=gen(), **KW).images - plain).max() == 0.0
     harm, corrected = pipe.scheduler.history()
     assert harm.shape == (3, 1) and not corrected.any()
     # Always passing: moved, and the same images as SafeStableDiffusionPipeline's own loop.
-    guidance = SafeGuidance(density, 100.0, threshold=-2.0)
+    guidance = SafeGuidance(density, 100.0, threshold=-1.0)
     pipe.scheduler.set_guidance(guidance, vae=pipe.vae)
     safe = pipe("a cat", generator=gen(), **KW).images
     assert pipe.scheduler.history()[1].all() and np.abs(safe - plain).max() > 1e-3
@@ -108,10 +108,10 @@ def test_in_stable_diffusion_xl_pipeline(density):
     pipe.set_progress_bar_config(disable=True)
     plain = pipe("a cat", generator=gen(), **KW).images
     pipe.scheduler = SafeDDIMScheduler.from_scheduler(
-        pipe.scheduler, guidance=SafeGuidance(density, 100.0, threshold=2.0), vae=pipe.vae
+        pipe.scheduler, guidance=SafeGuidance(density, 100.0, threshold=1.0), vae=pipe.vae
     )
     assert np.abs(pipe("a cat", generator=gen(), **KW).images - plain).max() == 0.0
-    pipe.scheduler.set_guidance(SafeGuidance(density, 100.0, threshold=-2.0), vae=pipe.vae)
+    pipe.scheduler.set_guidance(SafeGuidance(density, 100.0, threshold=-1.0), vae=pipe.vae)
     safe = pipe("a cat", generator=gen(), **KW).images
     harm, corrected = pipe.scheduler.history()
     assert safe.shape == (1, SIZE, SIZE, 3) and corrected.shape == (3, 1) and corrected.all()

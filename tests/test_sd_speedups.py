@@ -107,7 +107,7 @@ def test_cheap_decoder_is_used_for_the_density_only(pipe, density, taesd):
     plain = run(pipe, output_type="pt")
     # Nothing passes: the final image (real VAE) equals plain sampling bit for bit.
     never = run(
-        pipe, SafeGuidance(density, 10.0, threshold=2.0), density_vae=taesd, output_type="pt"
+        pipe, SafeGuidance(density, 10.0, threshold=1.0), density_vae=taesd, output_type="pt"
     )
     assert torch.equal(never.images, plain.images)
     # Every sample passes: the recorded harm is p_h of the TAESD decode, not of the VAE decode.
@@ -223,7 +223,7 @@ def test_dpm_solver_matches_diffusers_pipeline_bit_for_bit(components, pipe, den
     ).images
     ours = run(pipe, steps=5, solver="dpm++2m").images
     assert torch.equal(ours, expected)
-    never = run(pipe, SafeGuidance(density, 10.0, threshold=2.0), steps=5, solver="dpm++2m")
+    never = run(pipe, SafeGuidance(density, 10.0, threshold=1.0), steps=5, solver="dpm++2m")
     assert torch.equal(never.images, expected)
     safe = run(pipe, SafeGuidance(density, 10.0), steps=5, solver="dpm++2m", record=True)
     assert safe.corrected.all() and not torch.equal(safe.images, expected)
@@ -285,7 +285,7 @@ def test_every_sample_corrected_fuses_check_and_gradient(pipe, reduction):
         calls.clear()
         two = pipe(
             "a cat",
-            guidance=SafeGuidance(dens, 5.0, threshold=-2.0),
+            guidance=SafeGuidance(dens, 5.0, threshold=-1.0),
             generator=torch.Generator().manual_seed(0),
             **kw,
         )

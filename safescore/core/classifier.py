@@ -22,6 +22,7 @@ class ClassifierDensity(HarmDensity):
     """
 
     OUTPUTS = ("prob", "logit", "logits")
+    prob_range = (0.0, 1.0)
 
     def __init__(self, classifier, output: str = "prob", harmful_class=None, eps: float = 1e-12):
         super().__init__()

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 
@@ -15,6 +17,26 @@ def grad_log_prob(density, x: torch.Tensor) -> torch.Tensor:
     return grad
 
 
+def prob_and_log_prob(density, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(density.prob(x) without a graph, density.log_prob(x))`` for any density.
+
+    Uses the density's own ``prob_and_log_prob`` (one shared forward pass) when it has one;
+    otherwise two calls. The documented protocol (``prob`` and ``log_prob``) is enough.
+    """
+    shared = getattr(density, "prob_and_log_prob", None)
+    if callable(shared):
+        return shared(x)
+    with torch.no_grad():
+        p = density.prob(x.detach())
+    return p, density.log_prob(x)
+
+
+def prob_range(density) -> tuple[float, float]:
+    """The closed interval ``density.prob`` lies in: its ``prob_range`` attribute, else [0, inf)."""
+    lo, hi = getattr(density, "prob_range", (0.0, math.inf))
+    return float(lo), float(hi)
+
+
 class HarmDensity(torch.nn.Module):
     """Base class of harm densities p_h.
 
@@ -23,8 +45,13 @@ class HarmDensity(torch.nn.Module):
     ``exp(log_prob(x))``. Densities whose threshold lives on another scale (a posterior in
     [0, 1], the largest of several CLIP similarities) override ``prob``.
 
+    ``prob_range`` declares the closed interval ``prob`` lies in (default [0, inf): a density);
+    guidance refuses a threshold outside it and a ``prob`` value outside it (or non-finite).
+
     It is a ``torch.nn.Module`` so that densities holding networks move with ``.to(device)``.
     """
+
+    prob_range: tuple[float, float] = (0.0, math.inf)
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -71,6 +98,10 @@ class DecodedDensity(HarmDensity):
     def log_prob(self, z):
         return self.density.log_prob(self.decoder(z))
 
+    @property
+    def prob_range(self) -> tuple[float, float]:
+        return prob_range(self.density)
+
     def prob_and_log_prob(self, z):
         # one decode, shared by the check and the gradient
-        return self.density.prob_and_log_prob(self.decoder(z))
+        return prob_and_log_prob(self.density, self.decoder(z))

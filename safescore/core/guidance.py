@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .density import DecodedDensity, grad_log_prob
+from .density import DecodedDensity, grad_log_prob, prob_and_log_prob, prob_range
 from .protocol import GuidanceOutput, GuidanceState
 from .steps import predict_x0
 
@@ -148,7 +148,7 @@ def _check_gamma_arg(gamma):
     return float(gamma)
 
 
-def _check_threshold(threshold):
+def _check_threshold(threshold, density):
     if threshold is None:
         return None
     if (
@@ -157,6 +157,12 @@ def _check_threshold(threshold):
         or not math.isfinite(threshold)
     ):
         raise TypeError(f"threshold must be None or a finite number, got {threshold!r}")
+    lo, hi = prob_range(density)
+    if not lo <= threshold <= hi:
+        raise ValueError(
+            f"threshold must be in [{lo:g}, {hi:g}], the range of {type(density).__name__}.prob, "
+            f"got {threshold:g}"
+        )
     return float(threshold)
 
 
@@ -170,20 +176,30 @@ def _check_density(density):
     return density
 
 
-def _check_harm(harm, batch: int, step_index: int, t: int) -> None:
+def _check_harm(density, harm, batch: int, step_index: int, t: int) -> None:
     if not isinstance(harm, torch.Tensor) or harm.shape != (batch,):
         raise ValueError(
             f"density.prob must return shape ({batch},), got "
             f"{getattr(harm, 'shape', type(harm).__name__)} at step {step_index} (t={t})"
         )
-    if torch.isnan(harm).any():
-        raise FloatingPointError(f"density.prob returned NaN at step {step_index} (t={t})")
+    lo, hi = prob_range(density)
+    tol = 1e-6 * max(
+        1.0, abs(lo) if math.isfinite(lo) else 1.0, abs(hi) if math.isfinite(hi) else 1.0
+    )
+    bad = ~torch.isfinite(harm) | (harm < lo - tol) | (harm > hi + tol)
+    if bool(bad.any()):  # one host sync for the whole check
+        value = float(harm[bad.nonzero()[0, 0]])
+        raise FloatingPointError(
+            f"density.prob returned {value} at step {step_index} (t={t}); "
+            f"{type(density).__name__}.prob must be finite and in [{lo:g}, {hi:g}] "
+            "(set prob_range on the density if its scale differs)"
+        )
 
 
 def _harm_of(density, x: torch.Tensor, step_index: int, t: int) -> torch.Tensor:
     with torch.no_grad():
         harm = density.prob(x)
-    _check_harm(harm, x.shape[0], step_index, t)
+    _check_harm(density, harm, x.shape[0], step_index, t)
     return harm
 
 
@@ -244,7 +260,7 @@ class SafeGuidance:
                 raise TypeError(f"{name} must be callable, got {type(fn).__name__}")
         self.encoder, self.decoder = encoder, decoder
         self.gamma = _check_gamma_arg(gamma)
-        self.threshold = _check_threshold(threshold)
+        self.threshold = _check_threshold(threshold, self.density)
         if isinstance(check_every, bool) or not isinstance(check_every, int) or check_every < 1:
             raise ValueError(f"check_every must be an integer >= 1, got {check_every!r}")
         self.check_every = check_every
@@ -270,9 +286,9 @@ class SafeGuidance:
             # Every sample is corrected: the check and the gradient share one evaluation.
             leaf = x0_hat.detach().requires_grad_(True)
             with torch.enable_grad():
-                harm, log_p = self.density.prob_and_log_prob(leaf)
+                harm, log_p = prob_and_log_prob(self.density, leaf)
                 (grad,) = torch.autograd.grad(log_p.sum(), leaf)
-            _check_harm(harm, B, step_index, t)
+            _check_harm(self.density, harm, B, step_index, t)
             _check_grad(grad, step_index, t)
             corrected = torch.ones(B, dtype=torch.bool, device=x0_hat.device)
             return Correction(x0_hat - gamma * grad.to(x0_hat.dtype), harm, corrected, gamma)
@@ -330,7 +346,7 @@ class NegativeGuidance:
     def __init__(self, density, gamma, threshold=None):
         self.density = _check_density(density)
         self.gamma = _check_gamma_arg(gamma)
-        self.threshold = _check_threshold(threshold)
+        self.threshold = _check_threshold(threshold, self.density)
 
     def __repr__(self) -> str:
         return (

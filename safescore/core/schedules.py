@@ -133,6 +133,12 @@ class NoiseSchedule:
     ) -> NoiseSchedule:
         """Cosine schedule (Nichol & Dhariwal 2021, eq. 17), diffusers' "squaredcos_cap_v2"."""
         n = _check_positive_int("num_train_timesteps", num_train_timesteps, minimum=2)
+        if isinstance(s, bool) or not isinstance(s, (int, float)) or not 0 <= s < math.inf:
+            raise ValueError(f"s must be a finite number >= 0 (the offset, 0.008), got {s!r}")
+        if isinstance(max_beta, bool) or not isinstance(max_beta, (int, float)):
+            raise ValueError(f"max_beta must be a number in (0, 1), got {max_beta!r}")
+        if not 0 < max_beta < 1:
+            raise ValueError(f"max_beta must be a number in (0, 1), got {max_beta!r}")
 
         def alpha_bar(u: float) -> float:
             return math.cos((u + s) / (1 + s) * math.pi / 2) ** 2

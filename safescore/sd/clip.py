@@ -147,6 +147,8 @@ def _check_concepts(concepts) -> tuple[str, ...]:
 
 
 class CLIPConceptDensity(HarmDensity):
+    prob_range = (-1.0, 1.0)  # a cosine (or, for "matching", a softmax probability)
+
     """p_h from CLIP similarities between an image and harmful text concepts.
 
     Args:
@@ -345,6 +347,8 @@ class SafetyCheckerDensity(HarmDensity):
         if score not in self.SCORES:
             raise ValueError(f"score must be one of {self.SCORES}, got {score!r}")
         self.score_kind = score
+        # A cosine lies in [-1, 1]; a margin s_j - w_j + a in [-2, 2] (w_j in [0, 1], a <= 0.01).
+        self.prob_range = (-1.0, 1.0) if score == "cosine" else (-2.0, 2.0)
         self.eps = float(eps)
         self.safety_checker = safety_checker.eval()
         self.safety_checker.requires_grad_(False)

@@ -22,7 +22,7 @@ once per call); what remains per step is in :func:`safescore.ddim_sample` and th
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -60,7 +60,6 @@ class SafeStableDiffusionOutput:
     x0_previews_guided: np.ndarray | None = None
     random_weights: bool = False
     seconds: float = 0.0
-    extras: dict = field(default_factory=dict)
 
     @property
     def ever_corrected(self) -> torch.Tensor:

@@ -17,13 +17,18 @@ bit for bit.
 from __future__ import annotations
 
 import torch
-from diffusers import DDIMScheduler
+from diffusers import DDIMScheduler, SchedulerMixin
 from diffusers.schedulers.scheduling_ddim import DDIMSchedulerOutput
 from diffusers.utils.torch_utils import randn_tensor
 
 from ..core.sampling import predict_and_guide
 from ..core.steps import ddim_step
 from .latent import latent_guidance
+
+# diffusers' ``from_pretrained`` finds a component's loader by looking up its base classes by name
+# in the module that model_index.json names (here ``safescore.sd.scheduler``): keep this name here,
+# so that ``pipe.save_pretrained(d)`` then ``StableDiffusionPipeline.from_pretrained(d)`` works.
+__all__ = ["SafeDDIMScheduler", "SchedulerMixin"]
 
 
 class SafeDDIMScheduler(DDIMScheduler):

@@ -8,7 +8,16 @@ from ..core.density import HarmDensity
 from .gmm import GaussianMixture
 
 
-class GaussianMixtureDensity(HarmDensity):
+class _HoldsMixture(HarmDensity):
+    """A density over a :class:`GaussianMixture` that ``.to(device)`` moves with it."""
+
+    def _apply(self, fn, recurse=True):
+        super()._apply(fn, recurse)
+        self.mixture = self.mixture.to(self._where.device)
+        return self
+
+
+class GaussianMixtureDensity(_HoldsMixture):
     """p_h(x) = Σ_k w_k N(x; μ_k, Σ_k): an analytic harm density over "harmful" modes.
 
     Its values live in [0, ∞) (a density, not a probability), so a threshold on ``prob`` is on
@@ -22,6 +31,7 @@ class GaussianMixtureDensity(HarmDensity):
     def __init__(self, means, covs, weights=None):
         super().__init__()
         self.mixture = GaussianMixture(means, covs, weights)
+        self.register_buffer("_where", torch.empty(0, dtype=torch.float64), persistent=False)
 
     @classmethod
     def from_mixture(cls, mixture: GaussianMixture) -> GaussianMixtureDensity:
@@ -31,7 +41,7 @@ class GaussianMixtureDensity(HarmDensity):
         return self.mixture.log_prob(x)
 
 
-class HarmPosteriorDensity(HarmDensity):
+class HarmPosteriorDensity(_HoldsMixture):
     """Normalised harm density: the posterior probability of the harmful components.
 
     Under a mixture of harmful and safe components,
@@ -52,6 +62,7 @@ class HarmPosteriorDensity(HarmDensity):
     """
 
     GRADIENTS = ("harmful", "posterior")
+    prob_range = (0.0, 1.0)
 
     def __init__(self, mixture: GaussianMixture, harmful, gradient: str = "harmful"):
         super().__init__()
@@ -69,7 +80,8 @@ class HarmPosteriorDensity(HarmDensity):
         if gradient not in self.GRADIENTS:
             raise ValueError(f"gradient must be one of {self.GRADIENTS}, got {gradient!r}")
         self.mixture = mixture
-        self.harmful = harmful
+        self.register_buffer("harmful", harmful, persistent=False)
+        self.register_buffer("_where", torch.empty(0, dtype=torch.float64), persistent=False)
         self.gradient = gradient
 
     def log_posterior(self, x: torch.Tensor) -> torch.Tensor:
@@ -95,6 +107,8 @@ class LogisticHarmDensity(HarmDensity):
     the data subspace, so its gradient pushes ambient samples off the manifold.
     Shapes: w (d,), x (B, d) -> (B,).
     """
+
+    prob_range = (0.0, 1.0)
 
     def __init__(self, weight, bias: float = 0.0):
         super().__init__()

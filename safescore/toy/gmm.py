@@ -37,6 +37,8 @@ class GaussianMixture:
         means = _as64(means)
         if means.ndim != 2:
             raise ValueError(f"means must have shape (K, d), got {tuple(means.shape)}")
+        if not torch.isfinite(means).all():
+            raise ValueError("means must be finite (no NaN or inf)")
         K, d = means.shape
         covs = _as64(covs)
         if covs.ndim == 0:
@@ -55,8 +57,18 @@ class GaussianMixture:
             covs = torch.diag_embed(covs)
         if covs.shape != (K, d, d):
             raise ValueError(f"covs must have shape ({K}, {d}, {d}), got {tuple(covs.shape)}")
+        if not torch.isfinite(covs).all():
+            raise ValueError("covs must be finite (no NaN or inf)")
         if not torch.allclose(covs, covs.transpose(-1, -2), atol=1e-10):
             raise ValueError("covs must be symmetric")
+        low = torch.linalg.eigvalsh(covs).min(dim=-1).values  # (K,)
+        scale = covs.diagonal(dim1=-2, dim2=-1).abs().amax(dim=-1).clamp_min(1.0)
+        if (low < -1e-10 * scale).any():
+            k = int((low < -1e-10 * scale).nonzero()[0])
+            raise ValueError(
+                f"covs must be positive semi-definite: component {k} has eigenvalue "
+                f"{float(low[k]):.3g} < 0 (variances must be >= 0)"
+            )
         if weights is None:
             weights = torch.full((K,), 1.0 / K, dtype=torch.float64)
         weights = _as64(weights)
@@ -78,6 +90,20 @@ class GaussianMixture:
 
     def __repr__(self) -> str:
         return f"GaussianMixture(K={self.num_components}, d={self.dim})"
+
+    @property
+    def device(self) -> torch.device:
+        return self.means.device
+
+    def to(self, device) -> GaussianMixture:
+        """The same mixture with its tensors on ``device`` (still float64)."""
+        device = torch.device(device)
+        if device == self.device:
+            return self
+        moved = object.__new__(GaussianMixture)  # already checked: no validation pass on device
+        moved.means, moved.covs = self.means.to(device), self.covs.to(device)
+        moved.weights = self.weights.to(device)
+        return moved
 
     def subset(self, mask) -> GaussianMixture:
         """The mixture of the components selected by a bool mask (K,), weights renormalised."""
