@@ -176,7 +176,7 @@ def _check_density(density):
     return density
 
 
-def _check_harm(density, harm, batch: int, step_index: int, t: int) -> None:
+def _check_harm(density, harm, *, batch: int, step_index: int, t: int) -> None:
     if not isinstance(harm, torch.Tensor) or harm.shape != (batch,):
         raise ValueError(
             f"density.prob must return shape ({batch},), got "
@@ -199,7 +199,7 @@ def _check_harm(density, harm, batch: int, step_index: int, t: int) -> None:
 def _harm_of(density, x: torch.Tensor, step_index: int, t: int) -> torch.Tensor:
     with torch.no_grad():
         harm = density.prob(x)
-    _check_harm(density, harm, x.shape[0], step_index, t)
+    _check_harm(density, harm, batch=x.shape[0], step_index=step_index, t=t)
     return harm
 
 
@@ -288,7 +288,7 @@ class SafeGuidance:
             with torch.enable_grad():
                 harm, log_p = prob_and_log_prob(self.density, leaf)
                 (grad,) = torch.autograd.grad(log_p.sum(), leaf)
-            _check_harm(self.density, harm, B, step_index, t)
+            _check_harm(self.density, harm, batch=B, step_index=step_index, t=t)
             _check_grad(grad, step_index, t)
             corrected = torch.ones(B, dtype=torch.bool, device=x0_hat.device)
             return Correction(x0_hat - gamma * grad.to(x0_hat.dtype), harm, corrected, gamma)

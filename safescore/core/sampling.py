@@ -74,7 +74,8 @@ class _Recorder:
         self.record, self.callback, self.B = record, callback, x_T.shape[0]
         self.traj, self.x0s, self.x0gs, self.harms, self.masks = [x_T], [], [], [], []
 
-    def step(self, i, t_cur, t_next, x_cur, x_next, guided: GuidanceOutput, harm, corrected):
+    def step(self, *, i, t_cur, t_next, x_cur, x_next, guided: GuidanceOutput):
+        harm, corrected = guided.harm, guided.corrected
         if self.record:
             self.traj.append(x_next)
             self.x0s.append(guided.x0_hat_unguided)
@@ -364,7 +365,7 @@ def sample(
             if not first and jumped is not None and bool(jumped.any()):
                 rows = jumped.view(-1, *([1] * (x_cur.ndim - 1))).to(x_cur.device)
                 x_next = torch.where(rows, x_first, x_next)
-        recorder.step(i, t_cur, t_next, x_cur, x_next, g, g.harm, g.corrected)
+        recorder.step(i=i, t_cur=t_cur, t_next=t_next, x_cur=x_cur, x_next=x_next, guided=g)
         x_cur, x0_prev, guided_prev = x_next, g.x0_hat, guided
     finite.check()
     return recorder.result(x_cur, torch.tensor(ts), start)

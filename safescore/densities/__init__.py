@@ -7,14 +7,11 @@ from ..core.classifier import ClassifierDensity
 from ..core.density import DecodedDensity, HarmDensity
 from ..toy.densities import GaussianMixtureDensity, HarmPosteriorDensity, LogisticHarmDensity
 
-NormalizedMixtureDensity = HarmPosteriorDensity
-
 __all__ = [
     "HarmDensity",
     "DecodedDensity",
     "GaussianMixtureDensity",
     "HarmPosteriorDensity",
-    "NormalizedMixtureDensity",
     "LogisticHarmDensity",
     "ClassifierDensity",
     "CLIPConceptDensity",

@@ -240,7 +240,7 @@ class CLIPConceptDensity(HarmDensity):
         processor = load_pretrained(CLIPProcessor.from_pretrained, name)
         if device is not None:
             model = model.to(device)
-        return cls(model, processor, concepts, reduction, k, **kwargs)
+        return cls(model, processor, concepts, reduction=reduction, k=k, **kwargs)
 
     # ------------------------------------------------------------------ embeddings
     def image_embeds(self, x: torch.Tensor) -> torch.Tensor:

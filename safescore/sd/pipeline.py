@@ -153,7 +153,9 @@ class SafeStableDiffusionPipeline(StableDiffusionPipeline):
             images = self.vae_decoder(latents)
         return self.image_processor.postprocess(images, output_type=output_type)
 
-    def _check_call(self, prompt, negative_prompt, height, width, generator, output_type, n, eta):
+    def _check_call(
+        self, *, prompt, negative_prompt, height, width, generator, output_type, n, eta
+    ):
         if isinstance(prompt, str):
             batch = 1
         elif isinstance(prompt, list) and prompt and all(isinstance(p, str) for p in prompt):
@@ -290,8 +292,8 @@ class SafeStableDiffusionPipeline(StableDiffusionPipeline):
         height = height or self.unet.config.sample_size * self.vae_scale_factor
         width = width or self.unet.config.sample_size * self.vae_scale_factor
         batch = self._check_call(
-            prompt, negative_prompt, height, width, generator, output_type,
-            num_images_per_prompt, eta,
+            prompt=prompt, negative_prompt=negative_prompt, height=height, width=width,
+            generator=generator, output_type=output_type, n=num_images_per_prompt, eta=eta,
         )  # fmt: skip
         if solver not in SOLVERS:
             raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
@@ -306,21 +308,25 @@ class SafeStableDiffusionPipeline(StableDiffusionPipeline):
         device = self._execution_device
         # 1. Prompt embeddings, exactly as diffusers: cat([negative, positive]) for CFG.
         prompt_embeds, negative_embeds = self.encode_prompt(
-            prompt, device, num_images_per_prompt, guidance_scale > 1.0, negative_prompt
+            prompt=prompt,
+            device=device,
+            num_images_per_prompt=num_images_per_prompt,
+            do_classifier_free_guidance=guidance_scale > 1.0,
+            negative_prompt=negative_prompt,
         )
         if guidance_scale > 1.0:
             prompt_embeds = torch.cat([negative_embeds, prompt_embeds])
         # 2. Initial latents: randn_tensor(shape, generator) × init_noise_sigma, as diffusers.
         n_images = batch * num_images_per_prompt
         z_T = self.prepare_latents(
-            n_images,
-            self.unet.config.in_channels,
-            height,
-            width,
-            prompt_embeds.dtype,
-            device,
-            generator,
-            latents,
+            batch_size=n_images,
+            num_channels_latents=self.unet.config.in_channels,
+            height=height,
+            width=width,
+            dtype=prompt_embeds.dtype,
+            device=device,
+            generator=generator,
+            latents=latents,
         )
         timestep_cond = None
         if self.unet.config.time_cond_proj_dim is not None:
