@@ -237,7 +237,7 @@ def train_digit_eps_model(
     lr: float = 2e-3,
     seed: int = 0,
 ) -> tuple[ScoreMLP, list[float]]:
-    """Train a :class:`safescore.nets.ScoreMLP` ε-model on vectors ``data`` (N, d) — pixels
+    """Train a :class:`safescore.toy.nets.ScoreMLP` ε-model on vectors ``data`` (N, d) — pixels
     (d = 64) or PCA codes — by denoising score matching. Returns (model, losses)."""
     if not isinstance(data, torch.Tensor) or data.ndim != 2:
         raise ValueError("data must be a tensor of shape (N, d)")

@@ -26,7 +26,7 @@ def train_dsm(
     Adam with cosine learning-rate decay; seeded (``seed``) for reproducibility.
 
     Args:
-        model: ε-model ``(x_t (B, d), t (B,)) -> (B, d)``, e.g. :class:`safescore.nets.ScoreMLP`.
+        model: ε-model ``(x_t (B, d), t (B,)) -> (B, d)``, e.g. :class:`safescore.toy.nets.ScoreMLP`.
         data: training points, shape (N, d).
         schedule: the :class:`NoiseSchedule`.
         steps, batch_size, lr: optimisation settings.
