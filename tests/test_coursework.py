@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("nbgrader")
+pytestmark = pytest.mark.filterwarnings("ignore:Object of type <SubmittedNotebook>")
 
 from safescore.course import assign, checks  # noqa: E402
 
