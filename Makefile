@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint format docs bench clean
+.PHONY: demo test lint format docs bench student clean
 
 $(STAMP): pyproject.toml constraints-cpu.txt
 	$(PY) -m venv $(VENV)
@@ -22,6 +22,10 @@ test: $(STAMP)
 	$(BIN)/ruff format --check .
 	CI=$${CI:-1} TRANSFORMERS_VERBOSITY=error $(BIN)/python -m pytest tests notebooks --nbval-lax --nbval-current-env -p no:cacheprovider
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir /tmp/safescore-site
+
+# Student notebooks (course/release/) and the nbgrader gradebook (course/gradebook.db).
+student: $(STAMP)
+	$(BIN)/python -m safescore.course.assign student --course-dir course --notebooks notebooks
 
 lint: $(STAMP)
 	$(BIN)/ruff check --fix .

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 # No backend is forced: headless machines get Agg by themselves, notebooks keep inline figures.
+import matplotlib.colors as mcolors
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
@@ -68,16 +69,24 @@ def plot_samples(
     lim: float = 3.5,
     title: str = "Samples",
     s: float = 2.0,
+    mask_labels: tuple[str, str] = ("safe", "harmful"),
 ):
-    """Scatter of 2-D samples (N, 2), harmful ones (bool mask (N,)) in red."""
+    """Scatter of 2-D samples (N, 2), those of ``harmful_mask`` (bool (N,)) in red.
+
+    mask_labels: the legend entries of the unmasked and the masked samples.
+    """
     fig, ax = _axes(ax)
     x = x.detach().cpu().double()
     if harmful_mask is None:
         ax.scatter(x[:, 0], x[:, 1], s=s, c=SAFE_COLOR, alpha=0.5, linewidths=0)
     else:
         m = harmful_mask.cpu()
-        ax.scatter(x[~m, 0], x[~m, 1], s=s, c=SAFE_COLOR, alpha=0.5, linewidths=0, label="safe")
-        ax.scatter(x[m, 0], x[m, 1], s=s, c=HARMFUL_COLOR, alpha=0.7, linewidths=0, label="harmful")
+        ax.scatter(
+            x[~m, 0], x[~m, 1], s=s, c=SAFE_COLOR, alpha=0.5, linewidths=0, label=mask_labels[0]
+        )
+        ax.scatter(
+            x[m, 0], x[m, 1], s=s, c=HARMFUL_COLOR, alpha=0.7, linewidths=0, label=mask_labels[1]
+        )
         ax.legend(loc="upper right", markerscale=4, fontsize=8)
     ax.set(title=title, xlabel="$x_1$", ylabel="$x_2$", xlim=(-lim, lim), ylim=(-lim, lim))
     ax.set_aspect("equal")
@@ -233,13 +242,20 @@ def plot_score_fields(
     grid: int = 81,
     quiver_grid: int = 17,
     suptitle: str = "Exact vs learned score",
+    error: str = "relative",
+    log_density=None,
 ):
-    """Three panels: the exact score, the learned score (quivers) and the error map
-    |s_learned - s_exact| / (|s_exact| + 1) on a grid over [-lim, lim]².
+    """Three panels: the exact score, the learned score (quivers) and an error map on a grid
+    over [-lim, lim]²: ``error="relative"`` |s_learned - s_exact| / (|s_exact| + 1), or
+    ``error="absolute"`` |s_learned - s_exact| on a logarithmic colour scale.
 
     Args:
         exact_score, learned_score: callables x (N, 2) -> (N, 2).
+        log_density: optional callable x (N, 2) -> (N,), log p of the data law; its contours
+            (where p is 1/2 and 1/20 of its maximum) are drawn on the error map.
     """
+    if error not in ("relative", "absolute"):
+        raise ValueError(f"error must be 'relative' or 'absolute', got {error!r}")
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.6))
     v = torch.linspace(-lim, lim, quiver_grid, dtype=torch.float64)
     QX, QY = torch.meshgrid(v, v, indexing="xy")
@@ -260,10 +276,31 @@ def plot_score_fields(
     pts = torch.stack([X.reshape(-1), Y.reshape(-1)], -1)
     with torch.no_grad():
         se, sl = exact_score(pts).double(), learned_score(pts).double()
-    err = ((sl - se).norm(dim=-1) / (se.norm(dim=-1) + 1)).reshape(grid, grid)
-    im = axes[2].imshow(err.numpy(), extent=(-lim, lim, -lim, lim), origin="lower", cmap="magma")
-    fig.colorbar(im, ax=axes[2], fraction=0.046, pad=0.04, label="relative error")
-    axes[2].set(title="error |s_θ - s| / (|s| + 1)", xlabel="$x_1$", ylabel="$x_2$")
+    diff = (sl - se).norm(dim=-1)
+    if error == "relative":
+        err, norm, label = diff / (se.norm(dim=-1) + 1), None, "relative error"
+        title = "error |s_θ - s| / (|s| + 1)"
+    else:
+        err, label, title = diff, "|s_θ - s| (log scale)", "error |s_θ - s|"
+        lo = float(err.clamp_min(1e-12).quantile(0.02))
+        norm = mcolors.LogNorm(vmin=max(lo, 1e-6), vmax=float(err.max()))
+    extent = (-lim, lim, -lim, lim)
+    im = axes[2].imshow(
+        err.reshape(grid, grid).numpy(), extent=extent, origin="lower", cmap="magma", norm=norm
+    )
+    fig.colorbar(im, ax=axes[2], fraction=0.046, pad=0.04, label=label)
+    if log_density is not None:
+        with torch.no_grad():
+            lp = log_density(pts).double().reshape(grid, grid)
+        rel = (lp - lp.max()).numpy()
+        cs = axes[2].contour(
+            X.numpy(), Y.numpy(), rel, levels=[np.log(1 / 20), np.log(1 / 2)],
+            colors="w", linewidths=[0.8, 1.4],
+        )  # fmt: skip
+        axes[2].clabel(
+            cs, fmt={np.log(1 / 20): "p = max/20", np.log(1 / 2): "p = max/2"}, fontsize=7
+        )
+    axes[2].set(title=title, xlabel="$x_1$", ylabel="$x_2$")
     fig.suptitle(suptitle)
     fig.tight_layout()
     return fig
@@ -379,10 +416,15 @@ def plot_image_grid(
     title: str = "Samples",
     vmin: float = -1.0,
     vmax: float = 1.0,
+    label_size: float = 6,
+    highlight=None,
+    highlight_color: str = "#ff7f0e",
 ):
     """Grid of small greyscale images, (N, H*W) or (N, H, W), values clipped to [vmin, vmax].
 
-    labels: optional (N,) ints written above the images (e.g. a classifier's prediction).
+    labels: optional (N,) ints written above the images (e.g. a classifier's prediction), in
+    font size ``label_size``. highlight: optional bool mask (N,); those images get a frame of
+    ``highlight_color`` (e.g. the samples a guidance changed).
     """
     x = images.detach().cpu().double()
     h, w = image_shape
@@ -414,9 +456,18 @@ def plot_image_grid(
                 1 + r * (h + 1),
                 str(lab),
                 color=HARMFUL_COLOR,
-                fontsize=6,
+                fontsize=label_size,
                 ha="right",
                 va="top",
             )
+    if highlight is not None:
+        for i in torch.as_tensor(highlight, dtype=torch.bool).nonzero().flatten().tolist():
+            r, c = divmod(i, nrow)
+            ax.add_patch(
+                plt.Rectangle(
+                    (c * (w + 1) + 0.5, r * (h + 1) + 0.5), w, h,
+                    fill=False, edgecolor=highlight_color, linewidth=2,
+                )
+            )  # fmt: skip
     ax.set(title=title, xticks=[], yticks=[])
     return fig

@@ -1,0 +1,131 @@
+"""Coursework: both versions of the exercise notebooks, proven.
+
+* the instructor notebooks (``notebooks/``) carry nbgrader solution and check cells, 2-4
+  exercises each (they run with every check passing under nbval, like every notebook);
+* ``nbgrader generate_assignment`` (``safescore.course.assign.generate``) makes student versions
+  with no solution left;
+* the student versions, executed by nbgrader's autograder in fast mode (errors allowed), fail
+  every check with an ``AssertionError("Hint: ...")`` — no kernel crash, no stall (a cell
+  timeout) — and score 0;
+* the solutions score full points: the instructor notebooks reduced to their parameters and
+  imports cells and their exercises (the rest of each notebook is what nbval runs) are graded
+  by the same autograder.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("nbgrader")
+pytestmark = pytest.mark.filterwarnings("ignore:Object of type <SubmittedNotebook>")
+
+from safescore.course import assign, checks  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOKS = REPO / "notebooks"
+COURSE_NOTEBOOKS = [
+    "01_score_matching",
+    "02_ddpm_ddim",
+    "03_guidance_and_unguidance",
+    "04_conditional_trajectory_correction",
+    "05_manifold_and_images",
+]
+
+
+def _cells(path: Path) -> list[dict]:
+    return json.loads(path.read_text(encoding="utf-8"))["cells"]
+
+
+def _nbgrader(cell: dict) -> dict:
+    return cell.get("metadata", {}).get("nbgrader", {})
+
+
+def _text(cell: dict) -> str:
+    src = cell["source"]
+    return "".join(src) if isinstance(src, list) else src
+
+
+def test_source_notebooks_have_2_to_4_checked_exercises_each():
+    total = 0
+    for name in COURSE_NOTEBOOKS:
+        cells = _cells(NOTEBOOKS / f"{name}.ipynb")
+        solutions = [c for c in cells if _nbgrader(c).get("solution")]
+        graded = [c for c in cells if _nbgrader(c).get("grade")]
+        assert 2 <= len(solutions) <= 4, (name, len(solutions))
+        assert len(graded) == len(solutions), name
+        for c in solutions:
+            assert "### BEGIN SOLUTION" in _text(c) and "### END SOLUTION" in _text(c), name
+        for c in graded:
+            meta = _nbgrader(c)
+            assert meta["locked"] and meta["points"] > 0, (name, meta)
+            assert "checks.check_" in _text(c), (name, _text(c))
+        ids = [_nbgrader(c)["grade_id"] for c in solutions + graded]
+        assert len(set(ids)) == len(ids), (name, ids)
+        total += len(solutions)
+    assert total >= 12, total
+
+
+def test_every_check_turns_a_stub_into_a_hint():
+    def stub(*args, **kwargs):
+        raise NotImplementedError()
+
+    for name in checks.__all__:
+        with pytest.raises(AssertionError, match=r"^Hint: "):
+            getattr(checks, name)(stub)
+
+
+def _trimmed_instructor_version(src: Path, dest: Path) -> None:
+    """The parameters and imports cells, the markdown and the exercise cells of ``src``."""
+    nb = json.loads(src.read_text(encoding="utf-8"))
+    code_seen, keep = 0, []
+    for cell in nb["cells"]:
+        if cell["cell_type"] == "code":
+            code_seen += 1
+            if code_seen > 2 and not _nbgrader(cell):
+                continue
+        keep.append(cell)
+    nb["cells"] = keep
+    dest.write_text(json.dumps(nb), encoding="utf-8")
+
+
+def test_student_versions_fail_with_hints_and_grading_gives_0_and_full_points(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setenv("CI", "1")  # the kernels nbgrader starts inherit it: fast mode
+    monkeypatch.setattr(assign, "CELL_TIMEOUT_S", 300)  # a stalled cell fails the run
+    course = tmp_path / "course"
+    names = assign.generate(course, NOTEBOOKS, names=COURSE_NOTEBOOKS)
+    assert names == COURSE_NOTEBOOKS
+    for name in names:
+        student = course / "release" / name / f"{name}.ipynb"
+        text = student.read_text(encoding="utf-8")
+        assert "BEGIN SOLUTION" not in text and "raise NotImplementedError()" in text, name
+        expected_points = sum(
+            _nbgrader(c).get("points", 0) for c in _cells(NOTEBOOKS / f"{name}.ipynb")
+        )
+
+        # The stubs: every check fails with its hint, and scores nothing.
+        score, max_score = assign.autograde(course, name, "stubs", student)
+        assert (score, max_score) == (0.0, expected_points), name
+        executed = _cells(course / "autograded" / "stubs" / name / f"{name}.ipynb")
+        checked = [c for c in executed if _nbgrader(c).get("grade")]
+        assert checked, name
+        for cell in checked:
+            errors = [o for o in cell["outputs"] if o["output_type"] == "error"]
+            assert len(errors) == 1, (name, _text(cell), cell["outputs"])
+            assert errors[0]["ename"] == "AssertionError", (name, errors[0]["ename"])
+            assert errors[0]["evalue"].startswith("Hint: "), (name, errors[0]["evalue"])
+        # Nothing but the stubs' consequences failed: no kernel death, no timeout.
+        for cell in executed:
+            for o in cell.get("outputs", []):
+                if o["output_type"] == "error":
+                    assert o["ename"] not in ("DeadKernelError", "CellTimeoutError"), (name, o)
+
+        # The solutions: full points.
+        solved = tmp_path / f"{name}.ipynb"
+        _trimmed_instructor_version(NOTEBOOKS / f"{name}.ipynb", solved)
+        score, max_score = assign.autograde(course, name, "solutions", solved)
+        assert (score, max_score) == (expected_points, expected_points), name
