@@ -1,7 +1,7 @@
 """The package's layers, read from the syntax tree: no import cycle (module-level or inside
 functions), no lower layer importing an upper one, and a light ``import safescore``.
 
-Layers, bottom to top: core (and the version/config leaves) -> toy, plotting -> sd -> eval ->
+Layers, bottom to top: core (and the version/config leaves) -> toy, plotting -> sd -> eval, course ->
 cli; the façades ``safescore`` (``__init__``), ``safescore.densities`` and ``__main__`` gather
 names from every layer and are imported by none of them.
 """
@@ -18,6 +18,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "safescore"
 
 LAYERS = {"core": 0, "_version": 0, "config": 0, "toy": 1, "plotting": 1, "sd": 2, "eval": 3}
+LAYERS["course"] = 3  # exercise checks and the nbgrader tooling: teaching, above toy and sd
 LAYERS.update({"cli": 4, "__main__": 5, "__init__": 5, "densities": 5})
 
 
