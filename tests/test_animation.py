@@ -102,7 +102,9 @@ def test_demo_animate_writes_the_gif(tmp_path):
     from safescore.cli import main
 
     out = tmp_path / "demo"
-    rc = main(["demo", "--out", str(out), "--samples", "50", "--steps", "8", "--animate", "--quiet"])
+    rc = main(
+        ["demo", "--out", str(out), "--samples", "50", "--steps", "8", "--animate", "--quiet"]
+    )
     assert rc in (0, None)
     gif = out / "trajectories.gif"
     assert gif.exists()
