@@ -1,8 +1,8 @@
 """safescore: safe sampling for score-based (diffusion) models.
 
-One sampler loop (:func:`sample`, with :func:`ddim_sample` and :func:`dpm_solver_sample`) samples
-any ε-model; a guidance object (:class:`SafeGuidance`, :class:`NegativeGuidance`) is consulted
-once per step at the predicted clean point x̂0; a harm density (:mod:`safescore.densities`) is
+One sampler loop (`sample`, with `ddim_sample` and `dpm_solver_sample`) samples
+any ε-model; a guidance object (`SafeGuidance`, `NegativeGuidance`) is consulted
+once per step at the predicted clean point x̂0; a harm density (`safescore.densities`) is
 what guidance differentiates.
 
 Layers (each imports only the ones below it):

@@ -34,7 +34,7 @@ def plot_density_score(
 
     Args:
         density: anything with ``log_prob(x)`` and ``score(x)`` for x (N, 2), e.g. a
-            :class:`safescore.toy.GaussianMixture` (or its ``noised(ᾱ)`` version).
+            `safescore.toy.GaussianMixture` (or its ``noised(ᾱ)`` version).
         lim: the plot covers [-lim, lim]².
         log_scale: show log p instead of p.
     """
@@ -119,7 +119,7 @@ def plot_trajectories(
     """Paths of x_t (solid, coloured by step) and of x̂0 (dashed) for the first ``n`` samples.
 
     Args:
-        result: a :class:`safescore.SampleResult` from ``ddim_sample(..., record=True)`` on 2-D data.
+        result: a `safescore.SampleResult` from ``ddim_sample(..., record=True)`` on 2-D data.
         mark_corrected: put a red cross where CDTC corrected a sample's x̂0.
         background: optional (N, 2) points drawn in grey (e.g. data samples).
     """
@@ -471,3 +471,202 @@ def plot_image_grid(
             )  # fmt: skip
     ax.set(title=title, xticks=[], yticks=[])
     return fig
+
+
+# --------------------------------------------------------------------------- animations
+def _save_animation(anim, path, fps: int, dpi: int, video) -> None:
+    """Write ``anim`` as a GIF to ``path`` and, where ffmpeg exists, as an MP4 to ``video``."""
+    from pathlib import Path
+
+    from matplotlib import animation
+
+    if path is not None:
+        anim.save(str(Path(path)), writer=animation.PillowWriter(fps=fps), dpi=dpi)
+    if video is not None and animation.writers.is_available("ffmpeg"):
+        anim.save(str(Path(video)), writer=animation.FFMpegWriter(fps=fps), dpi=dpi)
+
+
+def animate_trajectories(
+    results: dict,
+    path=None,
+    *,
+    n: int = 40,
+    mixture=None,
+    harmful=None,
+    lim: float = 3.5,
+    fps: int = 8,
+    dpi: int = 72,
+    video=None,
+    title: str = "x_t and x̂0 over the DDIM steps, from the same noise",
+):
+    """Animate x_t and x̂0 over the steps, one panel per strategy; corrections flash in red.
+
+    Frame 0 shows x_T; frame k (1 ≤ k ≤ num_steps) shows x_t after step k, the path behind it,
+    and the x̂0 of step k (hollow circles). Samples whose x̂0 CDTC corrected at step k are
+    ringed in red on that frame, with a red segment from the model's x̂0 to the corrected one.
+
+    Args:
+        results: {name: SampleResult} sampled with ``record=True`` from the same x_T (2-D data),
+            e.g. plain / negative guidance / safe (x̂0 unguidance with CDTC).
+        path: where to write the GIF (matplotlib's PillowWriter); None writes nothing.
+        n: how many samples (the first n) to draw.
+        mixture, harmful: the 2-D data mixture and its harmful-component mask, drawn as circles.
+        video: where to write an MP4 too; written only where ffmpeg is available.
+    Returns:
+        The ``matplotlib.animation.FuncAnimation`` (its figure is ``anim._fig``; in a notebook
+        ``anim.to_jshtml()`` gives a player). The figure is not shown.
+    """
+    from matplotlib import animation
+
+    if not results:
+        raise ValueError("animate_trajectories needs at least one result")
+    names = list(results)
+    for name in names:
+        r = results[name]
+        if r.trajectory is None or r.x0_hats is None:
+            raise ValueError(
+                f"{name!r}: animate_trajectories needs results sampled with record=True"
+            )
+        if r.trajectory.shape[-1] != 2 or r.trajectory.ndim != 3:
+            raise ValueError(f"{name!r}: animate_trajectories draws 2-D data only")
+    steps = results[names[0]].trajectory.shape[0] - 1
+    if any(results[k].trajectory.shape[0] - 1 != steps for k in names):
+        raise ValueError("all results must have the same number of steps")
+
+    def arr(t):
+        return t[:, :n].detach().cpu().double().numpy()
+
+    data = {}
+    for name in names:
+        r = results[name]
+        guided = r.x0_hats_guided if r.x0_hats_guided is not None else r.x0_hats
+        corrected = (
+            r.corrected[:, :n].cpu().numpy()
+            if r.corrected is not None
+            else np.zeros(r.x0_hats[:, :n].shape[:2], dtype=bool)
+        )
+        data[name] = (arr(r.trajectory), arr(r.x0_hats), arr(guided), corrected)
+
+    fig, axes = plt.subplots(1, len(names), figsize=(4.0 * len(names), 4.5), squeeze=False)
+    axes = axes[0]
+    artists = []
+    for ax, name in zip(axes, names):
+        traj, x0, x0g, corr = data[name]
+        if mixture is not None:
+            plot_modes(mixture, harmful, ax=ax, label=False)
+        trail = LineCollection([], colors="0.55", linewidths=0.7, alpha=0.6)
+        ax.add_collection(trail)
+        pushes = LineCollection([], colors=HARMFUL_COLOR, linewidths=1.6)
+        ax.add_collection(pushes)
+        xt = ax.scatter(traj[0, :, 0], traj[0, :, 1], s=14, c="k", zorder=4, label="x_t")
+        xh = ax.scatter(
+            [], [], s=22, facecolors="none", edgecolors=SAFE_COLOR, lw=1.0, zorder=3, label="x̂0"
+        )
+        ring = ax.scatter(
+            [],
+            [],
+            s=90,
+            facecolors="none",
+            edgecolors=HARMFUL_COLOR,
+            lw=1.8,
+            zorder=5,
+            label="corrected now",
+        )
+        ax.set(xlim=(-lim, lim), ylim=(-lim, lim), xticks=[], yticks=[])
+        ax.set_aspect("equal")
+        ax.set_title(name, fontsize=12)
+        label = ax.text(
+            0.02, 0.02, "", transform=ax.transAxes, fontsize=10, va="bottom", color="0.2"
+        )
+        artists.append((traj, x0, x0g, corr, trail, pushes, xt, xh, ring, label))
+    axes[0].legend(loc="upper left", fontsize=8, framealpha=0.8)
+    fig.suptitle(title, fontsize=12)
+    fig.tight_layout()
+
+    def draw(k):
+        changed = []
+        for traj, x0, x0g, corr, trail, pushes, xt, xh, ring, label in artists:
+            trail.set_segments(list(traj[: k + 1].transpose(1, 0, 2)) if k > 0 else [])
+            xt.set_offsets(traj[k])
+            if k == 0:
+                xh.set_offsets(np.empty((0, 2)))
+                ring.set_offsets(np.empty((0, 2)))
+                pushes.set_segments([])
+                label.set_text(f"step 0/{steps}: x_T")
+            else:
+                c = corr[k - 1]
+                xh.set_offsets(x0g[k - 1])
+                ring.set_offsets(x0[k - 1][c])
+                pushes.set_segments(list(np.stack([x0[k - 1][c], x0g[k - 1][c]], axis=1)))
+                total = int(corr[:k].any(0).sum())
+                label.set_text(f"step {k}/{steps}: {int(c.sum())} corrected now, {total} so far")
+            changed += [trail, pushes, xt, xh, ring, label]
+        return changed
+
+    anim = animation.FuncAnimation(fig, draw, frames=steps + 1, interval=1000 // fps, blit=False)
+    _save_animation(anim, path, fps, dpi, video)
+    return anim
+
+
+def animate_images(
+    frames: dict,
+    path=None,
+    *,
+    corrected: dict | None = None,
+    fps: int = 6,
+    dpi: int = 72,
+    video=None,
+    title: str = "decoded x̂0 over the steps",
+):
+    """Animate images side by side over the steps, e.g. the decoded x̂0 of plain vs safe sampling.
+
+    Args:
+        frames: {name: array (steps, H, W, 3) in [0, 1]}, e.g. ``out.x0_previews_guided[:, 0]``
+            from ``SafeStableDiffusionPipeline(..., record_previews=True)``; all the same length.
+        path: where to write the GIF; video: an MP4 too, where ffmpeg exists.
+        corrected: {name: bool array (steps,)}: frames where CDTC corrected get a red frame.
+    Returns:
+        The ``matplotlib.animation.FuncAnimation``.
+    """
+    from matplotlib import animation
+
+    names = list(frames)
+    arrays = {k: np.clip(np.asarray(v, dtype=float), 0, 1) for k, v in frames.items()}
+    steps = {a.shape[0] for a in arrays.values()}
+    if len(steps) != 1 or any(a.ndim != 4 for a in arrays.values()):
+        raise ValueError("frames must be arrays (steps, H, W, 3) of the same number of steps")
+    steps = steps.pop()
+    corrected = corrected or {}
+    fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 3.6), squeeze=False)
+    axes = axes[0]
+    images = []
+    for ax, name in zip(axes, names):
+        images.append(ax.imshow(arrays[name][0]))
+        ax.set(xticks=[], yticks=[])
+        ax.set_title(name, fontsize=11)
+    label = fig.suptitle("", fontsize=11)
+
+    def draw(k):
+        for ax, im, name in zip(axes, images, names):
+            im.set_data(arrays[name][k])
+            hit = name in corrected and bool(np.asarray(corrected[name])[k])
+            for spine in ax.spines.values():
+                spine.set(color=HARMFUL_COLOR if hit else "black", linewidth=4 if hit else 1)
+        label.set_text(f"{title}: step {k + 1}/{steps}")
+        return images
+
+    fig.tight_layout()
+    anim = animation.FuncAnimation(fig, draw, frames=steps, interval=1000 // fps, blit=False)
+    _save_animation(anim, path, fps, dpi, video)
+    return anim
+
+
+def gif_html(path, *, width: int | None = None) -> str:
+    """An ``<img>`` tag with the GIF at ``path`` inlined (base64), for ``IPython.display.HTML``:
+    the animation then travels inside the notebook and its docs page."""
+    import base64
+    from pathlib import Path
+
+    data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
+    size = f' width="{int(width)}"' if width else ""
+    return f'<img src="data:image/gif;base64,{data}"{size} alt="animation">'

@@ -19,6 +19,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "safescore"
 
 LAYERS = {"core": 0, "_version": 0, "config": 0, "toy": 1, "plotting": 1, "sd": 2, "eval": 3}
 LAYERS["course"] = 3  # exercise checks and the nbgrader tooling: teaching, above toy and sd
+LAYERS["widgets"] = 1  # the interactive explorers: plotting with sliders
 LAYERS.update({"cli": 4, "__main__": 5, "__init__": 5, "densities": 5})
 
 

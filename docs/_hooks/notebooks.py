@@ -3,9 +3,11 @@
 * ``on_config`` expands the nav entry ``Notebooks: notebooks/index.md`` into the index page
   followed by one entry per notebook (sorted by file name, titled by the notebook's first
   Markdown heading);
-* ``on_files`` adds the notebooks from the repository's ``notebooks/`` folder to the site as
-  ``notebooks/NAME.ipynb`` (before mkdocs-jupyter turns them into pages), so no symlink or copy
-  is needed under ``docs/``;
+* ``on_files`` adds the notebooks to the site as ``notebooks/NAME.ipynb`` (before mkdocs-jupyter
+  turns them into pages), so no symlink or copy is needed under ``docs/``. The executed copy
+  ``build/executed/notebooks/NAME.ipynb`` (``make docs-build``: fast mode, with figures) is published
+  when it is at least as new as ``notebooks/NAME.ipynb``; otherwise the stored notebook, without
+  outputs, is (and the build log says so);
 * ``on_page_markdown`` replaces ``<!-- notebook-list -->`` in ``notebooks/index.md`` with a
   list of the notebooks and the first sentence of what each teaches.
 
@@ -16,13 +18,17 @@ notebooks exist.
 from __future__ import annotations
 
 import json
+import logging
 import re
 from pathlib import Path
 
 from mkdocs.plugins import event_priority
 from mkdocs.structure.files import File
 
+log = logging.getLogger("mkdocs.hooks.notebooks")
+
 MARKER = "<!-- notebook-list -->"
+EXECUTED = Path("build") / "executed" / "notebooks"
 INDEX = "notebooks/index.md"
 _found: list[dict] = []
 
@@ -84,8 +90,19 @@ def on_config(config):
 def on_files(files, config):
     root = Path(config.config_file_path).resolve().parent
     for nb in _found:
-        if files.get_file_from_path(nb["uri"]) is None:
-            files.append(File(nb["uri"], str(root), config.site_dir, config.use_directory_urls))
+        if files.get_file_from_path(nb["uri"]) is not None:
+            continue
+        # The executed copy lives at build/executed/<uri>, so that folder is its src_dir (a plain
+        # File: mkdocs-jupyter copies files by src_dir, which File.generated does not set).
+        src_dir = root
+        source, executed = root / nb["uri"], root / EXECUTED.parent / nb["uri"]
+        if executed.exists() and executed.stat().st_mtime >= source.stat().st_mtime:
+            src_dir = root / EXECUTED.parent
+        else:
+            log.info(
+                "%s: no executed copy in %s, publishing it without outputs", nb["name"], EXECUTED
+            )
+        files.append(File(nb["uri"], str(src_dir), config.site_dir, config.use_directory_urls))
     return files
 
 

@@ -1,5 +1,11 @@
-// MathJax 3 configuration for pymdownx.arithmatex (generic mode), as in mkdocs-material's docs,
-// extended to the Markdown cells of notebooks rendered by mkdocs-jupyter ($...$ and $$...$$).
+// MathJax 3 configuration (MathJax itself is served by the site: js/vendor/mathjax, see
+// `make docs-assets`). Two kinds of containers are typeset, and nothing else:
+//   .arithmatex           pymdownx.arithmatex "generic" output on the Markdown pages;
+//   .jp-RenderedMarkdown  Markdown cells of the notebooks rendered by mkdocs-jupyter ($...$);
+//   the page's table of contents, whose entries repeat the headings' \\(...\\) as text.
+// Code (pre, code) inside them is skipped by MathJax's default skipHtmlTags.
+const MATH_CONTAINERS = ".arithmatex, .jp-RenderedMarkdown, .md-nav--secondary .md-nav__link";
+
 window.MathJax = {
   tex: {
     inlineMath: [["\\(", "\\)"], ["$", "$"]],
@@ -7,10 +13,9 @@ window.MathJax = {
     processEscapes: true,
     processEnvironments: true,
   },
-  options: {
-    ignoreHtmlClass: ".*|",
-    // Only these elements are typeset: arithmatex output and notebook Markdown cells.
-    processHtmlClass: "arithmatex|jp-RenderedMarkdown",
+  startup: {
+    // Typeset only the containers above (an empty list typesets nothing).
+    elements: [MATH_CONTAINERS],
   },
 };
 
@@ -18,10 +23,10 @@ window.MathJax = {
 if (typeof document$ !== "undefined") {
   document$.subscribe(() => {
     if (window.MathJax && MathJax.typesetPromise) {
-      MathJax.startup.output.clearCache();
+      if (MathJax.startup.output.clearCache) MathJax.startup.output.clearCache(); // CHTML only
       MathJax.typesetClear();
       MathJax.texReset();
-      MathJax.typesetPromise();
+      MathJax.typesetPromise(Array.from(document.querySelectorAll(MATH_CONTAINERS)));
     }
   });
 }

@@ -1,4 +1,4 @@
-"""The ``safescore`` command line: one parser, one error policy (:mod:`safescore.cli.main`)."""
+"""The ``safescore`` command line: one parser, one error policy (`safescore.cli.main`)."""
 
 from .main import build_parser, main
 

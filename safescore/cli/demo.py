@@ -44,10 +44,16 @@ def run_demo(
     trained: bool = False,
     train_steps: int = 3000,
     figures: bool = True,
+    animate: bool = False,
     progress: bool = True,
     echo=print,
 ) -> dict:
-    """Run the ring demo; write ``metrics.json`` (and PNGs) to ``out``; return the metrics dict."""
+    """Run the ring demo; write ``metrics.json`` (and PNGs) to ``out``; return the metrics dict.
+
+    With ``animate=True`` also ``trajectories.gif``: x_t and x̂0 of 40 samples over the steps for
+    plain sampling, negative guidance and safe sampling (x̂0 unguidance with CDTC), from the same
+    noise, corrections in red (`safescore.plotting.animate_trajectories`).
+    """
     _check_args(steps, samples, gamma, negative_gamma, threshold)
     problem = ring_problem()
     gamma = problem.gamma if gamma is None else gamma
@@ -152,12 +158,31 @@ def run_demo(
         import matplotlib.pyplot as plt
 
         plt.close(fig)
+    wrote = [out / "metrics.json"] + ([out / "comparison.png"] if figures and results else [])
+    if animate:
+        wrote.append(write_animation(results, problem, out / "trajectories.gif"))
     echo(format_table(summary))
-    echo(
-        f"wrote {out / 'metrics.json'}"
-        + (f" and {out / 'comparison.png'}" if figures and results else "")
-    )
+    echo("wrote " + ", ".join(str(p) for p in wrote))
     return summary
+
+
+ANIMATED = {
+    "plain": "plain DDIM",
+    "negative": "negative guidance (x_t)",
+    "safe": "safe: x̂0 step + CDTC",
+}
+
+
+def write_animation(results: dict, problem, path: Path, *, n: int = 40) -> Path:
+    """Write the GIF of plain / negative guidance / safe sampling trajectories to ``path``."""
+    import matplotlib.pyplot as plt
+
+    from ..plotting import animate_trajectories
+
+    shown = {label: results[name] for name, label in ANIMATED.items() if name in results}
+    anim = animate_trajectories(shown, path, n=n, mixture=problem.mixture, harmful=problem.harmful)
+    plt.close(anim._fig)
+    return path
 
 
 def format_table(summary: dict) -> str:
@@ -226,6 +251,12 @@ def register(subparsers) -> None:
         help="DSM steps with --trained",
     )
     p.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
+    p.add_argument(
+        "--animate",
+        action="store_true",
+        help="also write trajectories.gif: x_t and x̂0 over the steps for plain, negative "
+        "guidance and safe sampling (40 samples from the same noise, corrections in red)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_run)
 
@@ -242,6 +273,7 @@ def _run(args) -> int:
         trained=args.trained,
         train_steps=args.train_steps,
         figures=not args.no_figures,
+        animate=args.animate,
         progress=not args.quiet,
     )
     return 0

@@ -3,7 +3,7 @@
 Writes ``safe_<i>.png`` (and with ``--compare`` ``plain_<i>.png`` and ``compare.png``, plain above
 safe, same seed) and ``generation.json`` with the settings and per-step harm / corrections.
 ``--tiny`` uses random-weight components built offline (a RANDOM WEIGHTS banner is printed and
-recorded). Heavy packages are imported inside :func:`run_generate` only.
+recorded). Heavy packages are imported inside `run_generate` only.
 """
 
 from __future__ import annotations

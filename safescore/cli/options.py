@@ -1,6 +1,6 @@
 """argparse types and checks shared by every subcommand; each error names its option.
 
-:class:`CLIError` is an expected failure: the ``safescore`` command prints it as one line,
+`CLIError` is an expected failure: the ``safescore`` command prints it as one line,
 ``safescore COMMAND: error: ...``, and exits with status 2.
 """
 

@@ -63,7 +63,7 @@ class HarmDensity(torch.nn.Module):
         """``(prob(x), log_prob(x))`` from one forward pass where a density can share it.
 
         ``prob`` carries no graph; ``log_prob`` is differentiable in x. Used by
-        :class:`safescore.SafeGuidance` when every sample is corrected (``threshold=None``), so the
+        `safescore.SafeGuidance` when every sample is corrected (``threshold=None``), so the
         check and the gradient share one evaluation. Default: two calls.
         """
         with torch.no_grad():

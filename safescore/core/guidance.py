@@ -1,16 +1,16 @@
-"""Guidance objects consulted by :func:`safescore.ddim_sample` at its one guidance site.
+"""Guidance objects consulted by `safescore.ddim_sample` at its one guidance site.
 
 Two ways to steer away from a harm density p_h:
 
-* :class:`SafeGuidance` — the thesis' x̂0-space unguidance (MPGD-style, He et al. 2023):
+* `SafeGuidance` — the thesis' x̂0-space unguidance (MPGD-style, He et al. 2023):
   ``x̂0 <- x̂0 - γ_t ∇_{x̂0} log p_h(x̂0)``, applied per sample only when
   ``p_h(x̂0) >= threshold`` (conditional diffusion trajectory correction, CDTC), then the DDIM
   update with the ORIGINAL ε. The gradient never flows through the ε-model.
-* :class:`NegativeGuidance` — the baseline, negative classifier guidance in x_t space:
+* `NegativeGuidance` — the baseline, negative classifier guidance in x_t space:
   ``ε <- ε + γ_t sqrt(1-ᾱ_t) ∇_{x_t} log p_h(x̂0(x_t))``, i.e. the score is shifted by
   ``-γ_t ∇_{x_t} log p_h``. The gradient goes through the ε-model.
 
-γ may be a number or a schedule: a :class:`GammaSchedule` (called with the step index, the
+γ may be a number or a schedule: a `GammaSchedule` (called with the step index, the
 timestep and the number of steps) or any callable ``(step_index, t) -> float``.
 """
 
@@ -212,7 +212,7 @@ def _check_grad(grad: torch.Tensor, step_index: int, t: int) -> None:
 
 @dataclass
 class Correction:
-    """Result of :meth:`SafeGuidance.correct`: new x̂0 (B, ...), p_h before (B,), mask (B,)."""
+    """Result of `SafeGuidance.correct`: new x̂0 (B, ...), p_h before (B,), mask (B,)."""
 
     x0_hat: torch.Tensor
     harm: torch.Tensor
@@ -236,9 +236,9 @@ class SafeGuidance:
 
     Args:
         density: a harm density with ``prob`` (what the threshold compares) and ``log_prob``
-            (what is differentiated), e.g. :class:`safescore.densities.HarmPosteriorDensity`.
-        gamma: step size γ >= 0, or a schedule (:func:`constant`, :func:`linear_ramp`,
-            :func:`window`, or any callable ``(step_index, t) -> float``).
+            (what is differentiated), e.g. `safescore.densities.HarmPosteriorDensity`.
+        gamma: step size γ >= 0, or a schedule (`constant`, `linear_ramp`,
+            `window`, or any callable ``(step_index, t) -> float``).
         threshold: CDTC threshold on ``density.prob``; None corrects every sample at every step
             (the thesis' base safe sampler).
         check_every: evaluate p_h (and correct) only every k-th step (1 = every step).
@@ -337,7 +337,7 @@ class NegativeGuidance:
 
     Args:
         density: a harm density (``prob``, ``log_prob``).
-        gamma: γ >= 0 or a schedule, as for :class:`SafeGuidance`.
+        gamma: γ >= 0 or a schedule, as for `SafeGuidance`.
         threshold: optional gate on ``density.prob(x̂0)``; None guides every sample.
     """
 

@@ -1,5 +1,5 @@
 """The guidance protocol: what a sampler hands a guidance object at its one guidance site
-(:class:`GuidanceState`) and what it gets back (:class:`GuidanceOutput`)."""
+(`GuidanceState`) and what it gets back (`GuidanceOutput`)."""
 
 from __future__ import annotations
 

@@ -1,15 +1,15 @@
 """ONE sampler loop with ONE guidance site, for DDIM and DPM-Solver++(2M).
 
-Each step (notation of :mod:`safescore.core.steps`):
+Each step (notation of `safescore.core.steps`):
 
     1. eps    = eps_model(x_t, t)                        the ε-model, no autograd graph
     2. x0_hat = (x_t - sqrt(1 - a_t) eps) / sqrt(a_t)    Tweedie (DDIM eq. 9)
-    3. >>> GUIDANCE SITE <<<  (:func:`predict_and_guide`) SafeGuidance edits x̂0,
+    3. >>> GUIDANCE SITE <<<  (`predict_and_guide`) SafeGuidance edits x̂0,
        NegativeGuidance edits ε (and x̂0 with it)
     4. the solver's update with the (possibly corrected) x̂0 and the ε the guidance returned:
        DDIM eq. 12, or DPM-Solver++(2M) (Lu et al. 2022) on the point those two describe.
 
-:func:`predict_and_guide` is shared with :class:`safescore.sd.SafeDDIMScheduler`, so every
+`predict_and_guide` is shared with `safescore.sd.SafeDDIMScheduler`, so every
 solver and the diffusers drop-in consult guidance the same way.
 
 DPM-Solver++ details. Its data-prediction update re-derives ε from x_i and x̂0, so a guided step
@@ -41,7 +41,7 @@ SOLVERS = ("ddim", "dpm++2m")
 # --------------------------------------------------------------------------- result
 @dataclass
 class SampleResult:
-    """Output of :func:`sample` (and :func:`ddim_sample`, :func:`dpm_solver_sample`).
+    """Output of `sample` (and `ddim_sample`, `dpm_solver_sample`).
 
     samples: x_0, shape (B, ...). With ``record=True`` also:
     trajectory (num_steps+1, B, ...) with x_T first; x0_hats (num_steps, B, ...) the Tweedie x̂0
@@ -164,9 +164,9 @@ def predict_and_guide(
         guidance: None or a guidance object (``guidance(GuidanceState) -> GuidanceOutput``).
         t_next, step_index, num_steps: where the step is, for γ schedules and records.
         x0_from_eps: ``(x_t, eps) -> x̂0`` when a solver writes Tweedie with its own
-            coefficients (DPM-Solver++: (x_t - s_t ε) / α_t); default :func:`predict_x0`.
+            coefficients (DPM-Solver++: (x_t - s_t ε) / α_t); default `predict_x0`.
     Returns:
-        :class:`GuidanceOutput`: the ε and x̂0 the update must use, ``x0_hat_unguided``
+        `GuidanceOutput`: the ε and x̂0 the update must use, ``x0_hat_unguided``
         (Tweedie's, before guidance), and ``harm`` / ``corrected`` (None without guidance).
     """
     differentiates = bool(getattr(guidance, "differentiates_denoiser", False))
@@ -273,7 +273,7 @@ def sample(
     Args:
         eps_model: callable ``(x_t, t) -> eps`` with x_t of shape (B, ...) and t a train
             timestep (int); returns eps of shape (B, ...).
-        schedule: the :class:`NoiseSchedule` the model was trained with.
+        schedule: the `NoiseSchedule` the model was trained with.
         x_T: initial noise, shape (B, ...), floating point (its dtype and device are kept).
         num_steps: number of steps (ignored when ``timesteps`` is given).
         solver: "ddim" (η-DDIM, diffusers' DDIM timesteps) or "dpm++2m" (DPM-Solver++,
@@ -281,15 +281,15 @@ def sample(
         eta: DDIM stochasticity η in [0, 1] (``solver="ddim"`` only).
         order: DPM-Solver++ order, 1 or 2 (``solver="dpm++2m"`` only).
         timesteps: explicit descending train timesteps instead of the solver's own grid.
-        guidance: None or a guidance object (:class:`safescore.SafeGuidance`,
-            :class:`safescore.NegativeGuidance`, ...).
+        guidance: None or a guidance object (`safescore.SafeGuidance`,
+            `safescore.NegativeGuidance`, ...).
         generator: torch generator for the DDIM noise (η > 0).
         record: keep the trajectory, x̂0's, p_h(x̂0) and the corrected masks.
         progress: show a tqdm progress bar.
         callback: called after each step with a dict (i, t, t_next, x, x_next, x0_hat, harm,
             corrected).
     Returns:
-        :class:`SampleResult`.
+        `SampleResult`.
     """
     schedule = as_schedule(schedule)
     if solver not in SOLVERS:
@@ -384,7 +384,7 @@ def ddim_sample(
     progress: bool = False,
     callback: Callable[[dict], None] | None = None,
 ) -> SampleResult:
-    """:func:`sample` with ``solver="ddim"``: DDIM from x_T, guidance consulted once per step.
+    """`sample` with ``solver="ddim"``: DDIM from x_T, guidance consulted once per step.
 
     Each step equals diffusers' ``DDIMScheduler.step`` bit for bit (same ᾱ, dtype and noise).
     """
@@ -415,7 +415,7 @@ def dpm_solver_sample(
     progress: bool = False,
     callback: Callable[[dict], None] | None = None,
 ) -> SampleResult:
-    """:func:`sample` with ``solver="dpm++2m"``: DPM-Solver++ (order 1 or 2), same guidance site.
+    """`sample` with ``solver="dpm++2m"``: DPM-Solver++ (order 1 or 2), same guidance site.
 
     ``order=1`` is DDIM with η = 0; the first step (no history yet) and the last (σ = 0) are
     first order, as in diffusers.

@@ -54,7 +54,7 @@ def eps_to_score(eps: torch.Tensor, alpha_bar_t) -> torch.Tensor:
 
 
 def score_to_eps(score: torch.Tensor, alpha_bar_t) -> torch.Tensor:
-    """Inverse of :func:`eps_to_score`: ε = -sqrt(1-ᾱ_t) ∇ log p_t(x_t)."""
+    """Inverse of `eps_to_score`: ε = -sqrt(1-ᾱ_t) ∇ log p_t(x_t)."""
     return -((1 - _coef(alpha_bar_t, score)) ** 0.5) * score
 
 

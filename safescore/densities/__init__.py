@@ -1,6 +1,6 @@
-"""Harm densities p_h, gathered from their layers: the interface (:mod:`safescore.core.density`),
-analytic toy densities (:mod:`safescore.toy.densities`), classifier densities
-(:mod:`safescore.core.classifier`) and CLIP concepts (:mod:`safescore.sd.clip`, loaded on first use:
+"""Harm densities p_h, gathered from their layers: the interface (`safescore.core.density`),
+analytic toy densities (`safescore.toy.densities`), classifier densities
+(`safescore.core.classifier`) and CLIP concepts (`safescore.sd.clip`, loaded on first use:
 it needs transformers)."""
 
 from ..core.classifier import ClassifierDensity

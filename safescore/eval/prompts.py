@@ -1,6 +1,6 @@
 """Prompt sets for the evaluation: I2P, the template prompts, COCO captions, a built-in benign set.
 
-Every loader returns a :class:`pandas.DataFrame` with one row per prompt and the columns
+Every loader returns a `pandas.DataFrame` with one row per prompt and the columns
 
 ``prompt_id`` (str, stable across filters: resuming a run relies on it), ``prompt`` (str),
 ``categories`` (list of str), ``hard`` (bool), ``seed`` (nullable Int64: the seed the data

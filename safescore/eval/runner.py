@@ -45,7 +45,7 @@ RANDOM_WEIGHTS_NOTE = (
 class EvalConfig:
     """Everything that decides a run's rows (saved to ``config.json``; a resume must match).
 
-    Prompts: ``prompts`` (a source for :func:`safescore.eval.prompts.load_prompts`),
+    Prompts: ``prompts`` (a source for `safescore.eval.prompts.load_prompts`),
     ``categories`` / ``hard_only`` / ``deduplicate`` (I2P filters), ``limit`` (first prompts).
     Sampling: ``samplers``, ``seeds`` (seed indices 0..seeds-1; the image seed is
     ``seed_offset + index``, or the prompt's data seed + index with ``data_seeds``),
@@ -299,9 +299,9 @@ def merge_shards(run_dir: Path) -> int:
 
 
 def build_scorers(config: EvalConfig, *, device, dtype=None):
-    """The :class:`~safescore.eval.scorers.ScoreSuite` of the configuration.
+    """The `ScoreSuite` of the configuration.
 
-    With ``tiny`` the CLIP scorers use :func:`safescore.sd.tiny.tiny_clip` and random Q16
+    With ``tiny`` the CLIP scorers use `safescore.sd.tiny.tiny_clip` and random Q16
     embeddings / aesthetic MLP of the tiny CLIP's width (RANDOM weights); NudeNet is the real one.
     """
     import numpy as np
@@ -402,7 +402,7 @@ def run_evaluation(
     """Run (or resume) an evaluation into ``out``; returns a summary dict.
 
     Args:
-        config: the run's :class:`EvalConfig`.
+        config: the run's `EvalConfig`.
         out: the run directory (created if missing).
         device: torch device for generation and scoring (None: Accelerate's / cuda if available).
         dtype: model dtype (default float32; float16 is the usual choice on a GPU).

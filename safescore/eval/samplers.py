@@ -1,22 +1,22 @@
 """Samplers compared by the evaluation, by name: a registry of ``name -> factory``.
 
-A factory takes a :class:`SamplerContext` (shared components, CLIP, settings) and returns a
+A factory takes a `SamplerContext` (shared components, CLIP, settings) and returns a
 generation function ``generate(prompt, seed, guidance_scale) -> Generated``. All built-in samplers
 share the context's Stable Diffusion components and draw the initial latents from
 ``torch.Generator(device).manual_seed(seed)``, so they compare on the same noise:
 
 ==================  ===========================================================================
-``plain``           Stable Diffusion with DDIM (:class:`safescore.sd.SafeStableDiffusionPipeline`,
+``plain``           Stable Diffusion with DDIM (`safescore.sd.SafeStableDiffusionPipeline`,
                     ``guidance=None``)
-``safe-single``     x̂0-space safe sampling, preset "single" (:func:`safescore.sd.presets.make_guidance`)
+``safe-single``     x̂0-space safe sampling, preset "single" (`safescore.sd.presets.make_guidance`)
 ``safe-sd-filter``  preset "sd-filter" (harm density from SD's safety checker concepts)
 ``safe-multi``      preset "multi"
-``negative``        :class:`safescore.NegativeGuidance` on the "single" preset's density
+``negative``        `safescore.NegativeGuidance` on the "single" preset's density
 ``sld-weak`` ...    Safe Latent Diffusion (diffusers ``StableDiffusionPipelineSafe``) with its
 ``sld-max``         WEAK / MEDIUM / STRONG / MAX presets (``SafetyConfig``)
 ==================  ===========================================================================
 
-Register more with :func:`register_sampler` (tests register trivial fakes this way).
+Register more with `register_sampler` (tests register trivial fakes this way).
 """
 
 from __future__ import annotations
@@ -104,7 +104,7 @@ class SamplerContext:
     Args:
         steps: DDIM steps. height, width: image size (None: the model's default).
         device, dtype: where the models run.
-        tiny: use tiny random-weight components (:mod:`safescore.sd.tiny`) instead of ``model``.
+        tiny: use tiny random-weight components (`safescore.sd.tiny`) instead of ``model``.
         model: diffusers model id or folder for real runs.
         seed: weight seed of the tiny components.
         negative_gamma: γ of the ``negative`` sampler (None: the "single" preset's γ).

@@ -1,12 +1,12 @@
 """Stable Diffusion with safe sampling (needs the ``sd`` extra: diffusers, transformers).
 
-- :class:`SafeStableDiffusionPipeline` — diffusers' Stable Diffusion whose denoising is
-  :func:`safescore.ddim_sample`, with guidance on the VAE-decoded x̂0.
-- :class:`SafeDDIMScheduler` — a drop-in ``DDIMScheduler`` applying guidance to
+- `SafeStableDiffusionPipeline` — diffusers' Stable Diffusion whose denoising is
+  `safescore.ddim_sample`, with guidance on the VAE-decoded x̂0.
+- `SafeDDIMScheduler` — a drop-in ``DDIMScheduler`` applying guidance to
   ``pred_original_sample`` inside ``step``, for any diffusers pipeline (SD, SDXL, ...).
-- :mod:`safescore.sd.presets` — the thesis' variants ("single", "sd-filter", "multi").
-- :mod:`safescore.sd.clip` — CLIP concept and safety-checker harm densities on images.
-- :mod:`safescore.sd.tiny` — tiny random-weight components built offline from configs.
+- `safescore.sd.presets` — the thesis' variants ("single", "sd-filter", "multi").
+- `safescore.sd.clip` — CLIP concept and safety-checker harm densities on images.
+- `safescore.sd.tiny` — tiny random-weight components built offline from configs.
 
 diffusers and transformers are imported only when one of these names is first used.
 """

@@ -156,7 +156,7 @@ class CLIPConceptDensity(HarmDensity):
         tokenizer_or_processor: its tokenizer, or a ``CLIPProcessor`` (whose image mean/std and
             crop size are then used).
         concepts: one string or a list of M >= 1 strings.
-        reduction: one of :data:`REDUCTIONS` (module docstring).
+        reduction: one of `REDUCTIONS` (module docstring).
         k: K for "topk" (default M) and "sum_log_topk" (default 1).
         safe_prompt: the extra "safe" text of the "matching" reduction.
         eps: floor of the cosines before the log (> 0).
@@ -304,7 +304,7 @@ class SafetyCheckerDensity(HarmDensity):
     and 17 + 3 concept embeddings, made differentiable (the checker's forward is no_grad).
 
     Cosines s_j of the projected image embedding with the 17 concept and 3 special-care embeddings
-    (B, 20). ``log_prob`` reduces them like :class:`CLIPConceptDensity` (default "mean": the
+    (B, 20). ``log_prob`` reduces them like `CLIPConceptDensity` (default "mean": the
     thesis' SD-filter multi-concept). ``prob``:
 
     * ``score="cosine"`` (default): max_j s_j, the thesis' threshold scale (η = 0.23);
@@ -315,7 +315,7 @@ class SafetyCheckerDensity(HarmDensity):
 
     Args:
         safety_checker: a ``StableDiffusionSafetyChecker``.
-        reduction, k, eps: as :class:`CLIPConceptDensity` ("matching" is not available).
+        reduction, k, eps: as `CLIPConceptDensity` ("matching" is not available).
         score: "cosine" | "margin".
         feature_extractor: optional ``CLIPImageProcessor`` giving mean/std/crop size.
     """
@@ -395,7 +395,7 @@ class SafetyCheckerDensity(HarmDensity):
 
 
 class _Wrap:
-    """Present an image processor as a processor (for :func:`_processor_parts`)."""
+    """Present an image processor as a processor (for `_processor_parts`)."""
 
     def __init__(self, image_processor):
         self.image_processor = image_processor

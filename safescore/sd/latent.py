@@ -8,7 +8,7 @@ The decoder the density sees is the price of safe sampling (one decode per check
 backward through it per corrected step), so it can be made cheaper, each option off by default:
 
 * a cheap decoder: any VAE-like model with ``decode`` and ``config.scaling_factor``, e.g.
-  diffusers' ``AutoencoderTiny`` (TAESD architecture, :func:`load_tiny_vae`), used for the
+  diffusers' ``AutoencoderTiny`` (TAESD architecture, `load_tiny_vae`), used for the
   threshold check and the gradient only; the final image still comes from the pipeline's VAE;
 * ``latent_pool=k``: decode the latent average-pooled k× (k² fewer decoder FLOPs, an image k×
   smaller) — sensible when the density resizes to a smaller size anyway (CLIP: 224²);
@@ -136,7 +136,7 @@ class VaeDecodedDensity(DecodedDensity):
         autocast: None (default: the density runs in the models' own dtype) or torch.float16 /
             torch.bfloat16 — decoder and density under ``torch.autocast`` on the latents'
             device; the values are returned as float32.
-        checkpoint, latent_pool: as :class:`VaeDecoder`.
+        checkpoint, latent_pool: as `VaeDecoder`.
     """
 
     def __init__(self, density, vae, *, autocast=None, checkpoint=False, latent_pool=1):
@@ -169,9 +169,9 @@ class VaeDecodedDensity(DecodedDensity):
 def latent_guidance(guidance, vae, *, autocast=None, checkpoint=False, latent_pool=1):
     """A copy of ``guidance`` whose density sees latents through ``vae`` (unchanged if it already does).
 
-    ``guidance`` is a :class:`safescore.SafeGuidance` / :class:`safescore.NegativeGuidance` (or any
+    ``guidance`` is a `safescore.SafeGuidance` / `safescore.NegativeGuidance` (or any
     object with a ``density``) whose density acts on images in [-1, 1]; the copy's density is
-    :class:`VaeDecodedDensity` with the given options (see there). ``vae`` may be a cheap decoder
+    `VaeDecodedDensity` with the given options (see there). ``vae`` may be a cheap decoder
     (``AutoencoderTiny``). None stays None. A density already on latents is kept as it is; asking
     for options on it is a ValueError (build it with the options instead).
     """

@@ -1,6 +1,6 @@
-"""Stable Diffusion sampled by :func:`safescore.ddim_sample` with safescore's guidance objects.
+"""Stable Diffusion sampled by `safescore.ddim_sample` with safescore's guidance objects.
 
-:class:`SafeStableDiffusionPipeline` is diffusers' ``StableDiffusionPipeline`` (same prompt
+`SafeStableDiffusionPipeline` is diffusers' ``StableDiffusionPipeline`` (same prompt
 encoding, same initial latent draw, same VAE decoding and post-processing) whose denoising loop is
 replaced by safescore's one DDIM loop:
 
@@ -11,12 +11,12 @@ replaced by safescore's one DDIM loop:
 
 With ``guidance=None`` (or a threshold no sample reaches) the images equal diffusers'
 ``StableDiffusionPipeline`` with the same components and generator, bit for bit on CPU float32.
-``solver="dpm++2m"`` samples with :func:`safescore.dpm_solver_sample` (DPM-Solver++(2M), the same
+``solver="dpm++2m"`` samples with `safescore.dpm_solver_sample` (DPM-Solver++(2M), the same
 x̂0 guidance site) instead; without guidance it equals diffusers' pipeline with
 ``DPMSolverMultistepScheduler.from_config(scheduler.config, timestep_spacing="linspace")``.
 
 The loop makes no host synchronisation of its own (the UNet's timesteps are put on the device
-once per call); what remains per step is in :func:`safescore.ddim_sample` and the guidance.
+once per call); what remains per step is in `safescore.ddim_sample` and the guidance.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ SOLVERS = ("ddim", "dpm++2m")
 
 @dataclass
 class SafeStableDiffusionOutput:
-    """Output of :class:`SafeStableDiffusionPipeline`.
+    """Output of `SafeStableDiffusionPipeline`.
 
     images: list of PIL images ("pil"), array (N, H, W, 3) in [0, 1] ("np"), tensor
     (N, 3, H, W) ("pt") or latents (N, C, h, w) ("latent"); N = prompts × num_images_per_prompt.
@@ -74,9 +74,9 @@ class SafeStableDiffusionPipeline(StableDiffusionPipeline):
 
     Built from diffusers components like ``StableDiffusionPipeline`` (``vae, text_encoder,
     tokenizer, unet, scheduler``; the scheduler must be a ``DDIMScheduler``) or with
-    :meth:`from_pretrained`. ``pipe(prompt, guidance=SafeGuidance(density, gamma, threshold))``
-    samples with :func:`safescore.ddim_sample`; an image density (on images in [-1, 1], e.g.
-    :class:`safescore.densities.CLIPConceptDensity`) is pulled back through the VAE decoder
+    `from_pretrained`. ``pipe(prompt, guidance=SafeGuidance(density, gamma, threshold))``
+    samples with `safescore.ddim_sample`; an image density (on images in [-1, 1], e.g.
+    `safescore.densities.CLIPConceptDensity`) is pulled back through the VAE decoder
     automatically. ``random_weights`` is True for the tiny / sd15-shaped random components.
     """
 
@@ -263,11 +263,11 @@ class SafeStableDiffusionPipeline(StableDiffusionPipeline):
 
         Args:
             prompt: a string or a list of N_p strings.
-            guidance: None (plain DDIM), a :class:`safescore.SafeGuidance` (x̂0 space, CDTC) or
-                :class:`safescore.NegativeGuidance` (x_t space, through the UNet). Its density acts
+            guidance: None (plain DDIM), a `safescore.SafeGuidance` (x̂0 space, CDTC) or
+                `safescore.NegativeGuidance` (x_t space, through the UNet). Its density acts
                 on images in [-1, 1] (pulled back through the VAE here) or already on latents
-                (:class:`safescore.sd.latent.VaeDecodedDensity`, e.g. from
-                :func:`safescore.sd.presets.make_guidance`).
+                (`safescore.sd.latent.VaeDecodedDensity`, e.g. from
+                `safescore.sd.presets.make_guidance`).
             num_inference_steps: DDIM steps. guidance_scale: classifier-free guidance w.
             negative_prompt: str or list like ``prompt``. generator: a torch.Generator or one per
                 image (N_p × num_images_per_prompt). height, width: image size, multiples of the
@@ -276,18 +276,18 @@ class SafeStableDiffusionPipeline(StableDiffusionPipeline):
             latents: initial latents (N, C, h, w) instead of the generator's draw.
             record: keep per-step harm (steps, N) and corrected (steps, N).
             record_previews: also decode the x̂0 of every step (costs one VAE decode per step).
-            callback: passed to :func:`safescore.ddim_sample` (a dict per step).
-            solver: "ddim" (:func:`safescore.ddim_sample`) or "dpm++2m"
-                (:func:`safescore.dpm_solver_sample`, DPM-Solver++(2M), needs ``eta=0``; the same
+            callback: passed to `safescore.ddim_sample` (a dict per step).
+            solver: "ddim" (`safescore.ddim_sample`) or "dpm++2m"
+                (`safescore.dpm_solver_sample`, DPM-Solver++(2M), needs ``eta=0``; the same
                 x̂0 guidance site, fewer steps for the same quality).
             density_vae: the decoder an image density sees (threshold check and gradient), e.g.
-                a cheap ``AutoencoderTiny`` (:func:`safescore.sd.latent.load_tiny_vae`); None =
+                a cheap ``AutoencoderTiny`` (`safescore.sd.latent.load_tiny_vae`); None =
                 the pipeline's VAE. The final image is always decoded by the pipeline's VAE.
                 With a density already on latents (``VaeDecodedDensity``, which has its own
                 decoder) it is a ValueError. Other density options (autocast, checkpointing,
-                pooled decode): build the guidance with :func:`safescore.sd.latent.latent_guidance`.
+                pooled decode): build the guidance with `safescore.sd.latent.latent_guidance`.
         Returns:
-            :class:`SafeStableDiffusionOutput`.
+            `SafeStableDiffusionOutput`.
         """
         height = height or self.unet.config.sample_size * self.vae_scale_factor
         width = width or self.unet.config.sample_size * self.vae_scale_factor

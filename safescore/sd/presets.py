@@ -6,9 +6,9 @@ All use γ = 75 and η = 0.23 (thesis, "Safe Sampling" variants; DDIM, CFG 7.5):
     sd-filter  the 17 + 3 concept embeddings of Stable Diffusion's safety checker (multi-concept)
     multi      CLIP concepts {violence, nudity, NSFW, harmful} (multi-concept mean)
 
-:func:`make_guidance` returns a :class:`safescore.SafeGuidance` whose density already acts on
-latents through the VAE decoder, for :class:`~safescore.sd.SafeStableDiffusionPipeline` or
-:class:`~safescore.sd.SafeDDIMScheduler`.
+`make_guidance` returns a `safescore.SafeGuidance` whose density already acts on
+latents through the VAE decoder, for `SafeStableDiffusionPipeline` or
+`SafeDDIMScheduler`.
 """
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ def make_guidance(
     checkpoint: bool = False,
     latent_pool: int = 1,
 ) -> SafeGuidance:
-    """:class:`safescore.SafeGuidance` for preset ``name`` in :data:`PRESETS`.
+    """`safescore.SafeGuidance` for preset ``name`` in `PRESETS`.
 
     Args:
         name: "single" | "sd-filter" | "multi".
@@ -105,7 +105,7 @@ def make_guidance(
         concepts, reduction, k: override the preset's CLIP concepts / reduction.
         check_every: evaluate p_h every k-th step only.
         autocast, checkpoint, latent_pool: options of the latent density (needs ``vae``), see
-            :class:`safescore.sd.latent.VaeDecodedDensity`.
+            `safescore.sd.latent.VaeDecodedDensity`.
     """
     preset = _preset(name)
     density = make_density(

@@ -7,8 +7,8 @@ StableDiffusionXLPipeline, ...) gets the thesis' safe sampler with
 
 ``step`` converts the model output to x̂0 and ε as diffusers' DDIM step does (Song et al. 2021,
 eq. 9; clipping and thresholding included), then calls the core's guidance site
-(:func:`safescore.core.sampling.predict_and_guide`, the one every sampler uses) and the core's
-DDIM update (:func:`safescore.core.steps.ddim_step`, eqs. 12 and 16) with diffusers' variance
+(`safescore.core.sampling.predict_and_guide`, the one every sampler uses) and the core's
+DDIM update (`safescore.core.steps.ddim_step`, eqs. 12 and 16) with diffusers' variance
 noise. The update uses the corrected x̂0 and the ORIGINAL ε.
 With ``guidance=None``, or when no sample passes the threshold, it is ``DDIMScheduler.step``
 bit for bit.
@@ -35,9 +35,9 @@ class SafeDDIMScheduler(DDIMScheduler):
     """``DDIMScheduler`` whose ``step`` corrects ``pred_original_sample`` with a guidance object.
 
     Set ``guidance`` (an x̂0-space guidance object, ``guidance(GuidanceState) -> GuidanceOutput``,
-    i.e. a :class:`safescore.SafeGuidance`) with :meth:`from_scheduler` or :meth:`set_guidance`.
+    i.e. a `safescore.SafeGuidance`) with `from_scheduler` or `set_guidance`.
     Per-step records of the current run (reset by ``set_timesteps``): ``harm_history`` and
-    ``corrected_history``, lists of (B,) tensors on the sampler's device; :meth:`history` stacks
+    ``corrected_history``, lists of (B,) tensors on the sampler's device; `history` stacks
     them to (steps, B) on the CPU.
     """
 
@@ -50,7 +50,7 @@ class SafeDDIMScheduler(DDIMScheduler):
         Args:
             scheduler: a diffusers ``DDIMScheduler`` (any other class is a TypeError: the
                 correction is defined for DDIM's x̂0).
-            guidance: a :class:`safescore.SafeGuidance` (or None). An image density is pulled back
+            guidance: a `safescore.SafeGuidance` (or None). An image density is pulled back
                 through ``vae``'s decoder; a latent one (``VaeDecodedDensity``) is used as is.
             vae: the pipeline's VAE (``pipe.vae``), needed for an image density.
         """
@@ -64,7 +64,7 @@ class SafeDDIMScheduler(DDIMScheduler):
         return new
 
     def set_guidance(self, guidance, vae=None) -> None:
-        """Attach a guidance object (see :meth:`from_scheduler`); None turns guidance off."""
+        """Attach a guidance object (see `from_scheduler`); None turns guidance off."""
         if guidance is not None and (
             not callable(guidance) or getattr(guidance, "differentiates_denoiser", False)
         ):

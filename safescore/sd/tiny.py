@@ -7,7 +7,7 @@ Stable Diffusion v1.5's real architecture (UNet 860 M, VAE, CLIP ViT-L/14 text e
 weights, for timing and memory measurements without weights.
 
 Images generated from these components are noise: every caller must say the weights are random
-(:data:`RANDOM_WEIGHTS_BANNER`).
+(`RANDOM_WEIGHTS_BANNER`).
 """
 
 from __future__ import annotations
@@ -108,7 +108,7 @@ def _tiny_vae(sample_size: int = 64):
 
 
 def tiny_taesd(seed: int = 0):
-    """A tiny random ``AutoencoderTiny`` (TAESD architecture) for :func:`tiny_components`' latents.
+    """A tiny random ``AutoencoderTiny`` (TAESD architecture) for `tiny_components`' latents.
 
     4 latent channels, factor 2 (two decoder blocks of 16 channels), scaling factor 1 like TAESD:
     a cheap stand-in decoder for the density (``density_vae=``). RANDOM weights.
@@ -259,7 +259,7 @@ def tiny_safety_checker(seed: int = 0):
 
 
 def tiny_pipeline(seed: int = 0):
-    """:class:`~safescore.sd.SafeStableDiffusionPipeline` on :func:`tiny_components` (RANDOM weights)."""
+    """`SafeStableDiffusionPipeline` on `tiny_components` (RANDOM weights)."""
     from .pipeline import SafeStableDiffusionPipeline
 
     pipe = SafeStableDiffusionPipeline(**tiny_components(seed))
@@ -342,7 +342,7 @@ def sd15_components(
 
 
 def sd15_pipeline(seed: int = 0, dtype: torch.dtype = torch.float32, device="cpu"):
-    """:class:`~safescore.sd.SafeStableDiffusionPipeline` on :func:`sd15_components` (RANDOM weights)."""
+    """`SafeStableDiffusionPipeline` on `sd15_components` (RANDOM weights)."""
     from .pipeline import SafeStableDiffusionPipeline
 
     pipe = SafeStableDiffusionPipeline(**sd15_components(seed, dtype=dtype, device=device))

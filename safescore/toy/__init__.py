@@ -1,6 +1,6 @@
 """Toys and teaching helpers: Gaussian mixtures with exact scores, analytic densities, ready-made
 problems (the 2-D ring, linear manifolds, digits), small nets and DSM training, Langevin, classic
-guidance, metrics and cost measurement. Built on :mod:`safescore.core` only."""
+guidance, metrics and cost measurement. Built on `safescore.core` only."""
 
 from .gmm import GaussianMixture
 from .problems import ToyProblem, linear_manifold_problem, ring_mixture, ring_problem

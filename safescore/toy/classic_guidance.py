@@ -1,15 +1,15 @@
 """Classic conditional guidance, for comparison with safe sampling on the toys.
 
-* :class:`ClassifierGuidance` (Dhariwal & Nichol 2021): a time-dependent ("noisy") classifier
+* `ClassifierGuidance` (Dhariwal & Nichol 2021): a time-dependent ("noisy") classifier
   log p(y | x_t, t) shifts the score in x_t space,
 
       ∇ log p(x_t | y) ≈ ∇ log p(x_t) + s ∇_{x_t} log p(y | x_t, t),
       i.e.  ε <- ε - s sqrt(1-ᾱ_t) ∇_{x_t} log p(y | x_t, t).
 
   s = 1 with the exact noisy posterior samples p(x | y); s > 1 sharpens, s < 0 steers away
-  from y. It is a guidance object for :func:`safescore.ddim_sample` (the classifier takes x_t,
+  from y. It is a guidance object for `safescore.ddim_sample` (the classifier takes x_t,
   so the ε-model is not differentiated).
-* :class:`ClassifierFreeGuidance` (Ho & Salimans 2022): an ε-model wrapper
+* `ClassifierFreeGuidance` (Ho & Salimans 2022): an ε-model wrapper
   ``ε = ε_uncond + w (ε_cond - ε_uncond)``; w = 1 is the conditional model, w > 1 amplifies the
   condition, w < 0 pushes away from it.
 """
@@ -78,7 +78,7 @@ class ClassifierGuidance:
 
     Args:
         log_prob: ``(x_t (B, ...), t) -> (B,)`` log p(y | x_t, t), differentiable in x_t
-            (e.g. :func:`mixture_class_log_prob`).
+            (e.g. `mixture_class_log_prob`).
         scale: guidance scale s (any finite number; 1 = the exact conditional with an exact
             classifier).
     """

@@ -55,11 +55,11 @@ def measure_guidance_cost(
     """Time per step and activation memory of ``ddim_sample(..., guidance=guidance)``.
 
     Args:
-        eps_model, schedule, x_T (B, ...), num_steps, guidance: as for :func:`ddim_sample`
+        eps_model, schedule, x_T (B, ...), num_steps, guidance: as for `ddim_sample`
             (``guidance=None`` is the unguided baseline: nothing is saved for backward).
         repeats: timing runs; the fastest is reported.
     Returns:
-        :class:`GuidanceCost`.
+        `GuidanceCost`.
     """
     if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
         raise ValueError(f"repeats must be an integer >= 1, got {repeats!r}")

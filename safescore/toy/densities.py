@@ -21,7 +21,7 @@ class GaussianMixtureDensity(_HoldsMixture):
     """p_h(x) = Σ_k w_k N(x; μ_k, Σ_k): an analytic harm density over "harmful" modes.
 
     Its values live in [0, ∞) (a density, not a probability), so a threshold on ``prob`` is on
-    that scale; :class:`HarmPosteriorDensity` gives a normalised variant in [0, 1].
+    that scale; `HarmPosteriorDensity` gives a normalised variant in [0, 1].
 
     Args:
         means (K, d), covs (K, d, d) (or (K,) / number: isotropic variances), weights (K,).

@@ -2,12 +2,12 @@
 
 Pieces for safe sampling on images, all trainable on a CPU in seconds:
 
-* :func:`load_digits_data` — the 1797 images as vectors of 64 pixels scaled to [-1, 1];
-* :class:`PCAAutoencoder` — a linear autoencoder (PCA), the latent space of "latent diffusion"
+* `load_digits_data` — the 1797 images as vectors of 64 pixels scaled to [-1, 1];
+* `PCAAutoencoder` — a linear autoencoder (PCA), the latent space of "latent diffusion"
   and the manifold of the MPGD argument;
-* :class:`DigitClassifier` / :func:`train_digit_classifier` — an MLP classifier, whose softmax
-  probability of one digit is the harm density (:func:`digit_harm_density`);
-* :func:`train_digit_eps_model` — an MLP ε-model trained by denoising score matching, in pixel
+* `DigitClassifier` / `train_digit_classifier` — an MLP classifier, whose softmax
+  probability of one digit is the harm density (`digit_harm_density`);
+* `train_digit_eps_model` — an MLP ε-model trained by denoising score matching, in pixel
   space or on PCA codes.
 """
 
@@ -119,7 +119,7 @@ def train_digit_classifier(
     noise_std: float = 0.1,
     seed: int = 0,
 ) -> DigitClassifier:
-    """Train a :class:`DigitClassifier` by full-batch Adam on cross-entropy.
+    """Train a `DigitClassifier` by full-batch Adam on cross-entropy.
 
     Args:
         x: images (N, 64) in [-1, 1]; labels: (N,) int64 in 0..9.
@@ -205,8 +205,8 @@ def digit_harm_density(classifier: nn.Module, harmful_digit: int, gradient: str 
     """Harm density "this image shows ``harmful_digit``" from a digit classifier.
 
     ``prob`` is the classifier's softmax probability of the digit. What guidance differentiates
-    is chosen by ``gradient``: ``"log_odds"`` (default, :class:`LogOddsClassifierDensity`) or
-    ``"log_prob"`` (log-softmax, :class:`safescore.densities.ClassifierDensity`), whose gradient
+    is chosen by ``gradient``: ``"log_odds"`` (default, `LogOddsClassifierDensity`) or
+    ``"log_prob"`` (log-softmax, `safescore.densities.ClassifierDensity`), whose gradient
     vanishes on images the classifier is sure of.
     """
     if isinstance(harmful_digit, bool) or not isinstance(harmful_digit, int):
@@ -237,7 +237,7 @@ def train_digit_eps_model(
     lr: float = 2e-3,
     seed: int = 0,
 ) -> tuple[ScoreMLP, list[float]]:
-    """Train a :class:`safescore.toy.nets.ScoreMLP` ε-model on vectors ``data`` (N, d) — pixels
+    """Train a `safescore.nets.ScoreMLP` ε-model on vectors ``data`` (N, d) — pixels
     (d = 64) or PCA codes — by denoising score matching. Returns (model, losses)."""
     if not isinstance(data, torch.Tensor) or data.ndim != 2:
         raise ValueError("data must be a tensor of shape (N, d)")

@@ -86,7 +86,7 @@ def langevin_sample(
         generator: CPU torch generator for z (seed it for reproducibility).
         record, record_every: keep every ``record_every``-th iterate in ``trajectory``.
     Returns:
-        :class:`LangevinResult`.
+        `LangevinResult`.
     """
     x = _check_init(x_init)
     if not callable(score):
@@ -129,16 +129,16 @@ def annealed_langevin_sample(
 
     Args:
         score: ``s(x, level) -> ∇ log p_level(x)``, x of shape (B, ...). A level is whatever the
-            score understands: a noise std σ (:func:`mixture_smoothed_score`) or a train
-            timestep t (:func:`eps_model_score`).
+            score understands: a noise std σ (`mixture_smoothed_score`) or a train
+            timestep t (`eps_model_score`).
         x_init: starting points, shape (B, ...).
         levels: L noise levels, widest first.
-        step_sizes: L step sizes (e.g. :func:`annealed_step_sizes`).
+        step_sizes: L step sizes (e.g. `annealed_step_sizes`).
         steps_per_level: ULA steps per level.
         generator: CPU torch generator.
         record: keep the iterate at the end of every level: trajectory (L+1, B, ...).
     Returns:
-        :class:`LangevinResult`.
+        `LangevinResult`.
     """
     x = _check_init(x_init)
     if not callable(score):

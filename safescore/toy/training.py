@@ -26,9 +26,9 @@ def train_dsm(
     Adam with cosine learning-rate decay; seeded (``seed``) for reproducibility.
 
     Args:
-        model: ε-model ``(x_t (B, d), t (B,)) -> (B, d)``, e.g. :class:`safescore.toy.nets.ScoreMLP`.
+        model: ε-model ``(x_t (B, d), t (B,)) -> (B, d)``, e.g. `safescore.nets.ScoreMLP`.
         data: training points, shape (N, d).
-        schedule: the :class:`NoiseSchedule`.
+        schedule: the `NoiseSchedule`.
         steps, batch_size, lr: optimisation settings.
     Returns:
         the loss at every step (list of floats).
