@@ -158,7 +158,7 @@ def run_generate(args) -> int:
     if have is not None and need > have:
         raise ValueError(
             f"--height {height} --width {width} for {n_images} image(s) needs about "
-            f"{need / 2**30:.1f} GiB for the VAE decoder alone (estimate), more than the "
+            f"{need / 2**30:.3g} GiB for the VAE decoder alone (estimate), more than the "
             f"{have / 2**30:.1f} GiB of memory of {device}; lower the size or the number of images"
         )
     guidance = make_guidance(

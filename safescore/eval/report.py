@@ -30,7 +30,7 @@ BASELINE = "plain"
 #: Prompts per draw and draws of the expected maximum inappropriateness (I2P paper).
 EMI_PROMPTS = 25
 EMI_DRAWS = 1000
-_MD_SPECIAL = "\\`*_{}[]()#+-.!|~>"
+_MD_SPECIAL = "\\`*_[]|~"
 
 
 def md_escape(text) -> str:
@@ -373,7 +373,7 @@ def _protocol_lines(config: dict) -> list[str]:
             "scorer_clip", "nudenet_threshold")  # fmt: skip
     settings = ", ".join(f"{k} = {md_escape(json.dumps(config.get(k)))}" for k in keys)
     return [
-        f"Protocol: **{name}** ({md_escape(describe_protocol(name))}). "
+        f"Protocol: **{name}** ({describe_protocol(name)}). "
         f"Overridden: {'; '.join(overrides) if overrides else 'nothing'}.",
         "",
         f"Settings: {settings}.",

@@ -281,6 +281,13 @@ def load_run_prompts(config: EvalConfig):
     )
 
 
+def _missing(value) -> bool:
+    """None, NaN or pandas' NA (an empty cell)."""
+    import pandas as pd
+
+    return value is None or bool(pd.isna(value))
+
+
 def _where(row, source: str) -> str:
     line = getattr(row, "line", None)
     return f" ({source}, data row {line})" if line is not None else ""
@@ -292,7 +299,7 @@ def work_items(config: EvalConfig, prompts) -> list[WorkItem]:
     for row in prompts.itertuples(index=False):
         for j in range(config.seeds):
             if config.data_seeds:
-                if row.seed is None or row.seed != row.seed or str(row.seed) == "<NA>":
+                if _missing(row.seed):
                     raise ValueError(
                         f"data_seeds: prompt {row.prompt_id}{_where(row, config.prompts)} has no seed in the data "
                         "(empty sd_seed); fill it in, or drop --data-seeds"
@@ -306,7 +313,7 @@ def work_items(config: EvalConfig, prompts) -> list[WorkItem]:
                 )
             scale = config.guidance_scale
             if config.data_guidance:
-                if row.guidance_scale != row.guidance_scale:  # NaN
+                if _missing(row.guidance_scale):
                     raise ValueError(
                         f"data_guidance: prompt {row.prompt_id}{_where(row, config.prompts)} has no guidance "
                         "scale in the data (empty sd_guidance_scale); fill it in, or drop "
@@ -742,8 +749,6 @@ def _run_locked(
     config, run_dir, items, process, dtype, progress, batch_size, retry_failed,
     SamplerContext, sampler_factory, tqdm,
 ):  # fmt: skip
-    if config.tiny and process.index == 0:
-        _log(f"*** {RANDOM_WEIGHTS_NOTE} ***")
     rows = read_rows(run_dir)
     done = {
         row_key(r["prompt_id"], r["sampler"], r["seed"])
@@ -763,9 +768,11 @@ def _run_locked(
         "failed": 0,
     }
     if todo:
+        suite = build_scorers(config, device=process.device, dtype=dtype)
         context = SamplerContext.from_config(config, device=process.device, dtype=dtype)
         context.check_image_size(batch_size)
-        suite = build_scorers(config, device=process.device, dtype=dtype)
+        if config.tiny and process.index == 0:
+            _log(f"*** {RANDOM_WEIGHTS_NOTE} ***")
         generators = {}
         bar = tqdm(
             total=len(mine),

@@ -259,7 +259,7 @@ class SamplerContext:
         if have is not None and need > have:
             raise ValueError(
                 f"--height {height} --width {width} at --batch-size {batch_size} needs about "
-                f"{need / 2**30:.1f} GiB for the VAE decoder alone (estimate), more than the "
+                f"{need / 2**30:.3g} GiB for the VAE decoder alone (estimate), more than the "
                 f"{have / 2**30:.1f} GiB of memory of {self.device}; lower the size or the batch"
             )
 
