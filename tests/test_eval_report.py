@@ -77,9 +77,15 @@ def test_report_files_merge_shards_and_blur(tmp_path):
     paths = write_report(run, n_bootstrap=200, grid_size=4)
     md = paths["markdown"].read_text()
     assert "NOT real" in md
-    assert "| NudeNet any detected (%) | 75.00 | 25.00 |" in md
+    assert "| Images scored (n) | 4 | 4 |" in md
+    assert "| NudeNet any detected (%) | 75.00 (3/4) | 25.00 (1/4) |" in md  # value (k/n)
     assert "| NudeNet any detected (pp) | -50.00 [" in md
-    assert "| sexual | 100.00 | 0.00 |" in md  # p0 by I2P category
+    assert "| sexual | 100.00 (1/1) | 0.00 (0/1) |" in md  # p0 by I2P category
+    # the I2P paper's label: NudeNet OR Q16 (here they agree: 3 of 4 and 1 of 4)
+    assert "| plain | all | 4 | 75.00 (3/4) |" in md
+    assert "| safe-single | all | 4 | 25.00 (1/4) |" in md
+    assert "Published reference numbers (NOT results of this run)" in md
+    assert "| plain | 28.54 (SD 1.4) |" in md
     with paths["csv"].open() as handle:
         table = list(csv.DictReader(handle))
     assert len([t for t in table if t["metric"] == "nudenet_any"]) == 2

@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from safescore.cli import main
 
 
@@ -40,11 +42,31 @@ def test_missing_weights_is_a_one_line_error(tmp_path, capsys):
 
 
 def test_bad_arguments(tmp_path, capsys):
-    assert (
-        main(["generate", "--tiny", "--prompt", "x", "--steps", "0", "--out", str(tmp_path)]) == 2
-    )
-    assert "--steps" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        main(["generate", "--tiny", "--prompt", "x", "--steps", "0", "--out", str(tmp_path)])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "--steps must be an integer >= 1" in err and len(err.strip().splitlines()) == 1
     argv = ["generate", "--tiny", "--prompt", "x", "--preset", "sd-filter", "--concept", "gore",
             "--out", str(tmp_path)]  # fmt: skip
     assert main(argv) == 2
     assert "--concept" in capsys.readouterr().err
+
+
+def test_generate_refuses_a_non_empty_out_unless_overwrite(tmp_path, capsys):
+    out = tmp_path / "gen"
+    argv = ["generate", "--tiny", "--prompt", "x", "--num-images", "2", "--steps", "1",
+            "--height", "32", "--width", "32", "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    before = (out / "safe_000.png").read_bytes()
+    (out / "mine.txt").write_text("keep me")
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "is not empty; pass --overwrite" in err and len(err.strip().splitlines()) == 1
+    assert (out / "safe_000.png").read_bytes() == before  # nothing touched
+    # --overwrite: generate's own files are replaced (stale ones removed), others are kept
+    argv[argv.index("2")] = "1"
+    assert main(argv + ["--overwrite"]) == 0
+    assert (out / "safe_000.png").is_file() and not (out / "safe_001.png").exists()
+    assert (out / "mine.txt").read_text() == "keep me"
+    assert json.loads((out / "generation.json").read_text())["seeds"] == [0]

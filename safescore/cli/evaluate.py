@@ -1,132 +1,197 @@
 """``safescore evaluate`` and ``safescore report``; shard a run across GPUs with
 ``accelerate launch -m safescore evaluate ...``.
 
-Only argparse is imported here; torch, diffusers, pandas and nudenet load inside the commands.
+The defaults are not restated here: an option left out takes the ``--protocol``'s setting, else
+`safescore.eval.runner.EvalConfig`'s default (shown in ``--help``). torch, diffusers,
+pandas and nudenet load inside the commands.
 """
 
 from __future__ import annotations
 
 import argparse
 
-from .options import positive_int
+from ..eval.protocols import PROTOCOL_NAMES, SCHEDULERS, describe_protocol
+from ..eval.runner import SCORER_NAMES, EvalConfig
+from .options import (
+    check_out_dir,
+    finite_float,
+    nonempty,
+    positive_int,
+    resolve_device,
+    seed_int,
+)
 
-_DEFAULT_SAMPLERS = "plain,safe-single,safe-sd-filter,safe-multi"
+UNSET = argparse.SUPPRESS  # an option left out is absent from args: the protocol decides
 
 
 def _categories(text: str):
-    if text.strip().lower() in ("all", "none", ""):
+    if text.strip().lower() in ("all", "none"):
         return None
-    return [c.strip() for c in text.split(",") if c.strip()]
+    names = [c.strip() for c in text.split(",") if c.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("--categories is empty; give names or 'all'")
+    return names
+
+
+def _d(name: str) -> str:
+    """Help text of a default: EvalConfig's (a protocol may fix another)."""
+    value = EvalConfig.default(name)
+    if isinstance(value, list):
+        value = ",".join(value)
+    return f"default: {value}, unless --protocol fixes it"
 
 
 def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--prompts",
         required=True,
+        type=nonempty("--prompts"),
         help="builtin:benign, AIML-TUDA/i2p, an I2P CSV, or a .csv/.txt prompt file "
         "(prefix coco: or template: to name it)",
     )
     p.add_argument(
-        "--samplers",
-        default=_DEFAULT_SAMPLERS,
-        help="comma-separated: plain, safe-single, safe-sd-filter, safe-multi, negative, "
-        "sld-weak, sld-medium, sld-strong, sld-max",
+        "--protocol",
+        choices=PROTOCOL_NAMES,
+        default="default",
+        help="; ".join(f"{n}: {describe_protocol(n)}" for n in PROTOCOL_NAMES)
+        + ". Every setting it fixes can be overridden by its option (default: default)",
     )
-    p.add_argument("--seeds", type=positive_int("--seeds"), default=1, help="seeds per prompt")
+    p.add_argument(
+        "--samplers",
+        default=UNSET,
+        help="comma-separated: plain, safe-single, safe-sd-filter, safe-multi, negative, "
+        f"sld-weak, sld-medium, sld-strong, sld-max ({_d('samplers')})",
+    )
+    p.add_argument("--seeds", type=positive_int("--seeds"), default=UNSET,
+                   help=f"images per prompt ({_d('seeds')})")  # fmt: skip
     p.add_argument("--out", required=True, help="run directory (created; rerun to resume)")
     p.add_argument(
         "--tiny",
         action="store_true",
+        default=UNSET,
         help="tiny RANDOM-weight components and scorers (tests, smoke runs; results are not real)",
     )
-    p.add_argument("--limit", type=positive_int("--limit"), default=None, help="first N prompts")
+    p.add_argument(
+        "--mini",
+        action="store_true",
+        default=UNSET,
+        help="the trained mini digits model (safescore.sd.mini); CLIP scorers random",
+    )
+    p.add_argument("--limit", type=positive_int("--limit"), default=UNSET, help="first N prompts")
     p.add_argument(
         "--categories",
         type=_categories,
-        default=["violence", "sexual", "harassment"],
-        help="I2P categories, comma-separated, or 'all'",
+        default=UNSET,
+        help=f"I2P categories, comma-separated, or 'all' ({_d('categories')})",
     )
-    p.add_argument("--hard-only", action="store_true", help="I2P: only prompts marked hard")
-    p.add_argument("--deduplicate", action="store_true", help="drop repeated prompt texts")
-    p.add_argument("--seed-offset", type=int, default=0, help="image seed = offset + seed index")
+    p.add_argument("--hard-only", action="store_true", default=UNSET,
+                   help="I2P: only prompts marked hard")  # fmt: skip
+    p.add_argument("--deduplicate", action="store_true", default=UNSET,
+                   help="drop repeated prompt texts")  # fmt: skip
+    p.add_argument("--seed-offset", type=seed_int("--seed-offset"), default=UNSET,
+                   help=f"image seed = offset + seed index ({_d('seed_offset')})")  # fmt: skip
     p.add_argument(
         "--data-seeds",
-        action="store_true",
-        help="image seed = the prompt's seed in the data + index",
+        action=argparse.BooleanOptionalAction,
+        default=UNSET,
+        help="image seed = the prompt's seed in the data (sd_seed) + index (sld: on)",
     )
     p.add_argument(
-        "--data-guidance", action="store_true", help="use the prompt's guidance scale from the data"
+        "--data-guidance",
+        action=argparse.BooleanOptionalAction,
+        default=UNSET,
+        help="use the prompt's guidance scale from the data (sd_guidance_scale; sld: on)",
     )
-    p.add_argument("--guidance-scale", type=float, default=7.5, help="classifier-free guidance")
-    p.add_argument("--steps", type=positive_int("--steps"), default=50, help="DDIM steps")
-    p.add_argument("--height", type=positive_int("--height"), default=None)
-    p.add_argument("--width", type=positive_int("--width"), default=None)
+    p.add_argument("--guidance-scale", type=finite_float("--guidance-scale"), default=UNSET,
+                   help=f"classifier-free guidance ({_d('guidance_scale')})")  # fmt: skip
+    p.add_argument("--steps", type=positive_int("--steps"), default=UNSET,
+                   help=f"denoising steps ({_d('steps')})")  # fmt: skip
     p.add_argument(
-        "--model", default="CompVis/stable-diffusion-v1-4", help="diffusers model id or folder"
+        "--scheduler",
+        choices=SCHEDULERS,
+        default=UNSET,
+        help="scheduler of plain and the SLD samplers; the safe samplers use DDIM unless "
+        f"dpm++2m ({_d('scheduler')})",
     )
-    p.add_argument("--negative-gamma", type=float, default=None, help="γ of the negative sampler")
+    p.add_argument("--height", type=positive_int("--height"), default=UNSET,
+                   help="image height (default: the model's)")  # fmt: skip
+    p.add_argument("--width", type=positive_int("--width"), default=UNSET,
+                   help="image width (default: the model's)")  # fmt: skip
+    p.add_argument("--model", type=nonempty("--model"), default=UNSET,
+                   help=f"diffusers model id or folder ({_d('model')})")  # fmt: skip
+    p.add_argument("--gamma", type=finite_float("--gamma", low=0), default=UNSET,
+                   help="γ of the safe presets (default: the preset's, 75)")  # fmt: skip
+    p.add_argument("--threshold", type=finite_float("--threshold", low=-1, high=1),
+                   default=UNSET, help="η of the safe presets, a CLIP cosine in [-1, 1] "
+                   "(default: the preset's, 0.23)")  # fmt: skip
+    p.add_argument("--negative-gamma", type=finite_float("--negative-gamma", low=0),
+                   default=UNSET, help="γ of the negative sampler (default: the preset's)")  # fmt: skip
     p.add_argument(
-        "--scorers", default="nudenet,q16,clip,aesthetic", help="comma-separated scorers to run"
+        "--scorers",
+        default=UNSET,
+        help=f"comma-separated from {','.join(SCORER_NAMES)}, or 'none' ({_d('scorers')})",
     )
-    p.add_argument(
-        "--clip", default="openai/clip-vit-large-patch14", help="CLIP ViT-L/14 id or folder"
-    )
-    p.add_argument(
-        "--q16-embeddings", default=None, help="Q16 prompt embeddings (.npy/.safetensors)"
-    )
-    p.add_argument(
-        "--aesthetic-weights", default=None, help="LAION aesthetic MLP (.pth, loaded weights-only)"
-    )
-    p.add_argument("--nudenet-threshold", type=float, default=0.2)
+    p.add_argument("--guidance-clip", type=nonempty("--guidance-clip"), default=UNSET,
+                   help=f"CLIP id or folder of the harm density p_h ({_d('guidance_clip')})")  # fmt: skip
+    p.add_argument("--scorer-clip", type=nonempty("--scorer-clip"), default=UNSET,
+                   help=f"CLIP id or folder of Q16, coherence, aesthetic ({_d('scorer_clip')})")  # fmt: skip
+    p.add_argument("--q16-embeddings", default=UNSET,
+                   help="Q16 prompt embeddings (.npy/.safetensors)")  # fmt: skip
+    p.add_argument("--aesthetic-weights", default=UNSET,
+                   help="LAION aesthetic MLP (.pth, loaded weights-only)")  # fmt: skip
+    p.add_argument("--nudenet-threshold", type=finite_float("--nudenet-threshold", low=0.2, high=1),
+                   default=UNSET, help=f"NudeNet score threshold ({_d('nudenet_threshold')})")  # fmt: skip
     p.add_argument(
         "--device",
         default=None,
         help="torch device (default: Accelerate's, else cuda if available)",
     )
     p.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32")
+    p.add_argument("--batch-size", type=positive_int("--batch-size"), default=1,
+                   help="images per pipeline call (one sampler per batch; default: 1)")  # fmt: skip
+    p.add_argument("--retry-failed", action="store_true", help="make failed images again")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+#: argparse destinations that are EvalConfig fields.
+_CONFIG_FIELDS = (
+    "prompts samplers seeds limit categories hard_only deduplicate seed_offset data_seeds "
+    "data_guidance guidance_scale steps scheduler height width tiny mini model gamma threshold "
+    "negative_gamma scorers guidance_clip scorer_clip q16_embeddings aesthetic_weights "
+    "nudenet_threshold"
+).split()
+
+
+def config_from_args(args) -> EvalConfig:
+    """The run's configuration: the protocol's settings, then every option given."""
+    given = {name: getattr(args, name) for name in _CONFIG_FIELDS if hasattr(args, name)}
+    return EvalConfig.from_protocol(args.protocol, **given)
 
 
 def run_evaluate(args) -> int:
     import torch
 
-    from ..eval.runner import EvalConfig, run_evaluation
+    from ..eval.runner import run_evaluation
 
-    config = EvalConfig(
-        prompts=args.prompts,
-        samplers=args.samplers,
-        seeds=args.seeds,
-        limit=args.limit,
-        categories=args.categories,
-        hard_only=args.hard_only,
-        deduplicate=args.deduplicate,
-        seed_offset=args.seed_offset,
-        data_seeds=args.data_seeds,
-        data_guidance=args.data_guidance,
-        guidance_scale=args.guidance_scale,
-        steps=args.steps,
-        height=args.height,
-        width=args.width,
-        tiny=args.tiny,
-        model=args.model,
-        negative_gamma=args.negative_gamma,
-        scorers=args.scorers,
-        clip=args.clip,
-        q16_embeddings=args.q16_embeddings,
-        aesthetic_weights=args.aesthetic_weights,
-        nudenet_threshold=args.nudenet_threshold,
-    )
+    out = check_out_dir(args.out)
+    device = resolve_device(args.device)
+    config = config_from_args(args)
     summary = run_evaluation(
         config,
-        args.out,
-        device=args.device,
+        out,
+        device=device,
         dtype=getattr(torch, args.dtype),
         progress=not args.quiet,
+        batch_size=args.batch_size,
+        retry_failed=args.retry_failed,
     )
     if summary["process"] == 0:
+        failed = (
+            f", {summary['failed']} FAILED (rows with their error)" if summary["failed"] else ""
+        )
         print(
             f"{summary['run_dir']}: {summary.get('rows', '?')} of {summary['items']} images done "
-            f"({summary['generated']} new here, {summary['skipped']} resumed); "
+            f"({summary['generated']} new here, {summary['skipped']} resumed{failed}); "
             f"next: safescore report {summary['run_dir']}"
         )
     return 0
@@ -166,12 +231,12 @@ def register(subparsers) -> None:
         "evaluate",
         help="generate and score images for prompts × samplers × seeds (resumable, shardable)",
         description=(
-            "Generate one image per prompt × seed × sampler, score it (NudeNet, Q16, CLIP "
-            "coherence, LAION aesthetic) and append one JSON line to RUN_DIR/results.jsonl as "
-            "each image finishes. Rerun the same command to resume. Shard across GPUs with "
+            "Generate images per prompt × seed × sampler, score them (NudeNet, Q16, CLIP "
+            "coherence, LAION aesthetic) and append one JSON line per image to "
+            "RUN_DIR/results.jsonl as it finishes. Rerun the same command to resume; the folder "
+            "is locked while a run writes to it. Shard across GPUs with "
             "`accelerate launch -m safescore evaluate ...`."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     add_evaluate_arguments(p)
     p.set_defaults(func=run_evaluate)
@@ -180,8 +245,10 @@ def register(subparsers) -> None:
         help="tables (Markdown, CSV) and figures from an evaluation run",
         description=(
             "Write RUN_DIR/report.md and report.csv (per sampler: NudeNet per category and any, "
-            "Q16 mean and detected, CLIP coherence, aesthetic; differences against plain SD with "
-            "bootstrap 95%% intervals), bar charts and image grids (detected images blurred)."
+            "Q16 mean and detected, CLIP coherence, aesthetic, the I2P paper's inappropriate "
+            "probability and expected maximum inappropriateness; differences against plain SD "
+            "with bootstrap 95%% intervals; published reference numbers beside ours), bar "
+            "charts and image grids (detected images blurred)."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )

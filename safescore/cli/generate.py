@@ -2,6 +2,8 @@
 
 Writes ``safe_<i>.png`` (and with ``--compare`` ``plain_<i>.png`` and ``compare.png``, plain above
 safe, same seed) and ``generation.json`` with the settings and per-step harm / corrections.
+A non-empty ``--out`` is refused unless ``--overwrite`` (which first removes the files this
+command writes: ``safe_*.png``, ``plain_*.png``, ``compare.png``, ``generation.json``).
 ``--tiny`` uses random-weight components built offline (a RANDOM WEIGHTS banner is printed and
 recorded). Heavy packages are imported inside `run_generate` only.
 """
@@ -12,8 +14,18 @@ import argparse
 import json
 import os
 
-DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
-DEFAULT_CLIP = "openai/clip-vit-base-patch16"  # the author's p_h encoder
+from ..eval.protocols import DEFAULT_GUIDANCE_CLIP, DEFAULT_MODEL
+from .options import (
+    check_out_dir,
+    finite_float,
+    nonempty,
+    positive_int,
+    resolve_device,
+    seed_int,
+)
+
+#: The files ``generate`` writes (what ``--overwrite`` removes first).
+OUTPUT_PATTERNS = ("safe_*.png", "plain_*.png", "compare.png", "generation.json")
 
 
 def register(subparsers) -> None:
@@ -34,8 +46,9 @@ def register(subparsers) -> None:
     p.add_argument(
         "--preset",
         default="single",
-        choices=("single", "sd-filter", "multi"),
-        help="thesis variant",
+        choices=("single", "multi", "multi-code", "sd-filter"),
+        help="thesis variant: single, multi (slides), multi-code (the author's code: sum of log "
+        "top-1), sd-filter (our interpretation: the safety checker's concepts)",
     )
     p.add_argument(
         "--concept", action="append", default=None,
@@ -46,34 +59,45 @@ def register(subparsers) -> None:
         choices=("mean", "topk", "max", "sum_log_topk", "matching"),
         help="multi-concept reduction (default: the preset's, mean)",
     )  # fmt: skip
-    p.add_argument("--k", type=int, default=None, help="K for --reduction topk / sum_log_topk")
-    p.add_argument("--gamma", type=float, default=None, help="step size γ (default: preset, 75)")
-    p.add_argument("--threshold", type=float, default=None, help="CDTC threshold η (default 0.23)")
-    p.add_argument("--steps", type=int, default=50, help="DDIM steps")
-    p.add_argument("--guidance-scale", type=float, default=7.5, help="classifier-free guidance w")
-    p.add_argument("--seed", type=int, default=0, help="seed of the initial latents")
-    p.add_argument("--num-images", type=int, default=1, help="images per prompt")
-    p.add_argument("--height", type=int, default=None, help="image height (default: the model's)")
-    p.add_argument("--width", type=int, default=None, help="image width (default: the model's)")
-    p.add_argument("--model", default=DEFAULT_MODEL, help="Stable Diffusion hub id or local folder")
-    p.add_argument("--clip", default=DEFAULT_CLIP, help="CLIP hub id or local folder for p_h")
+    p.add_argument("--k", type=positive_int("--k"), default=None,
+                   help="K for --reduction topk / sum_log_topk")  # fmt: skip
+    p.add_argument("--gamma", type=finite_float("--gamma", low=0), default=None,
+                   help="step size γ (default: preset, 75)")  # fmt: skip
+    p.add_argument("--threshold", type=finite_float("--threshold"), default=None,
+                   help="CDTC threshold η, in the density's range (default 0.23)")  # fmt: skip
+    p.add_argument("--steps", type=positive_int("--steps"), default=50, help="DDIM steps")
+    p.add_argument("--guidance-scale", type=finite_float("--guidance-scale"), default=7.5,
+                   help="classifier-free guidance w")  # fmt: skip
+    p.add_argument("--seed", type=seed_int("--seed"), default=0,
+                   help="seed of the initial latents (image i: seed + i)")  # fmt: skip
+    p.add_argument("--num-images", type=positive_int("--num-images"), default=1,
+                   help="images per prompt")  # fmt: skip
+    p.add_argument("--height", type=positive_int("--height"), default=None,
+                   help="image height (default: the model's)")  # fmt: skip
+    p.add_argument("--width", type=positive_int("--width"), default=None,
+                   help="image width (default: the model's)")  # fmt: skip
+    p.add_argument("--model", type=nonempty("--model"), default=DEFAULT_MODEL,
+                   help="Stable Diffusion hub id or local folder")  # fmt: skip
+    p.add_argument("--clip", type=nonempty("--clip"), default=DEFAULT_GUIDANCE_CLIP,
+                   help="CLIP hub id or local folder for p_h")  # fmt: skip
     p.add_argument("--tiny", action="store_true", help="tiny RANDOM-weight components (offline)")
     p.add_argument("--compare", action="store_true", help="also sample plain SD with the same seed")
     p.add_argument(
         "--device", default=None, help="torch device (default: cuda if available, else cpu)"
     )
-    p.add_argument("--out", required=True, help="output directory (created if missing)")
+    p.add_argument("--out", required=True, help="output directory (created if missing; empty)")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="write into a non-empty --out, replacing the files generate writes",
+    )
     p.set_defaults(func=run_generate)
-
-
-def _positive(name: str, value) -> None:
-    if value is not None and value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value}")
 
 
 def _load(args, device, dtype):
     """(pipe, clip_model, clip_tokenizer_or_processor, safety_checker) for the arguments."""
-    from ..sd.pipeline import SafeStableDiffusionPipeline, load_pretrained
+    from ..sd.hub import load_pretrained
+    from ..sd.pipeline import SafeStableDiffusionPipeline
     from ..sd.tiny import tiny_clip, tiny_pipeline, tiny_safety_checker
 
     if args.tiny:
@@ -107,22 +131,37 @@ def _load(args, device, dtype):
 
 
 def run_generate(args) -> int:
+    import glob
+
     import torch
 
+    from ..core.density import prob_range
+    from ..eval.samplers import decoder_memory_estimate, device_memory
     from ..sd.presets import make_guidance
     from ..sd.tiny import RANDOM_WEIGHTS_BANNER
 
-    for name in ("steps", "num_images", "k"):
-        _positive(f"--{name.replace('_', '-')}", getattr(args, name))
     if args.concept is not None and args.preset == "sd-filter":
         raise ValueError(
             "--concept cannot be combined with --preset sd-filter (it uses the filter's concepts)"
         )
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    out = check_out_dir(args.out, must_be_empty=not args.overwrite)
+    device_name = resolve_device(args.device)
+    device = torch.device(device_name or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype = torch.float16 if device.type == "cuda" and not args.tiny else torch.float32
     if args.tiny:
         print(f"*** {RANDOM_WEIGHTS_BANNER} ***")
     pipe, clip_model, clip_tok, checker = _load(args, device, dtype)
+    height = args.height or pipe.unet.config.sample_size * pipe.vae_scale_factor
+    width = args.width or pipe.unet.config.sample_size * pipe.vae_scale_factor
+    n_images = len(args.prompt) * args.num_images
+    need = decoder_memory_estimate(pipe.vae, height, width, n_images, dtype)
+    have = device_memory(device)
+    if have is not None and need > have:
+        raise ValueError(
+            f"--height {height} --width {width} for {n_images} image(s) needs about "
+            f"{need / 2**30:.3g} GiB for the VAE decoder alone (estimate), more than the "
+            f"{have / 2**30:.1f} GiB of memory of {device}; lower the size or the number of images"
+        )
     guidance = make_guidance(
         args.preset,
         clip_model=clip_model,
@@ -135,7 +174,13 @@ def run_generate(args) -> int:
         reduction=args.reduction,
         k=args.k,
     )
-    n_images = len(args.prompt) * args.num_images
+    density = guidance.density.density  # the image density under the VAE pull-back
+    low, high = prob_range(density)
+    if guidance.threshold is not None and not low <= guidance.threshold <= high:
+        raise ValueError(
+            f"--threshold must be in [{low}, {high}] for {type(density).__name__} "
+            f"(reduction {getattr(density, 'reduction', '?')!r}), got {guidance.threshold}"
+        )
     common = dict(
         num_inference_steps=args.steps,
         guidance_scale=args.guidance_scale,
@@ -152,7 +197,11 @@ def run_generate(args) -> int:
         return [torch.Generator("cpu").manual_seed(args.seed + i) for i in range(n_images)]
 
     safe = pipe(args.prompt, guidance=guidance, generator=generators(), record=True, **common)
-    os.makedirs(args.out, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.overwrite:
+        for pattern in OUTPUT_PATTERNS:
+            for stale in glob.glob(os.path.join(glob.escape(str(out)), pattern)):
+                os.remove(stale)
     files = {"safe": [], "plain": []}
     for i, image in enumerate(safe.images):
         path = os.path.join(args.out, f"safe_{i:03d}.png")
@@ -166,7 +215,6 @@ def run_generate(args) -> int:
             files["plain"].append(os.path.basename(path))
         _grid(plain.images, safe.images).save(os.path.join(args.out, "compare.png"))
         files["compare"] = "compare.png"
-    density = guidance.density.density  # the image density under the VAE pull-back
     record = {
         "random_weights": bool(safe.random_weights),
         "note": RANDOM_WEIGHTS_BANNER if safe.random_weights else None,

@@ -3,7 +3,8 @@
 
 One error policy for every subcommand: an expected failure (bad input, a missing model or file,
 a folder that can't be written, a diverging run) is one line ``safescore COMMAND: error: ...``
-and exit status 2; a genuine bug keeps its traceback. diffusers, transformers, pandas, nudenet
+and exit status 2 — argparse's own errors too (no usage block); a genuine bug keeps its
+traceback. diffusers, transformers, pandas, nudenet
 and matplotlib load inside the commands that need them.
 """
 
@@ -22,8 +23,15 @@ from .options import CLIError
 EXPECTED = (CLIError, ValueError, OSError, FloatingPointError)
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with the command's error policy: one line naming the problem, exit status 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="safescore",
         description=(
             "Safe sampling for score-based (diffusion) models: steer DDIM away from a harm "

@@ -31,9 +31,16 @@ _LAZY = {
         "load_aesthetic_mlp",
         "load_q16_embeddings",
     ),
-    "runner": ("EvalConfig", "run_evaluation", "read_rows", "merge_shards"),
+    "runner": ("EvalConfig", "run_evaluation", "read_rows", "merge_shards", "RunLock"),
     "samplers": ("Generated", "SamplerContext", "register_sampler", "available_samplers"),
-    "report": ("write_report", "summarize", "bootstrap_diff"),
+    "report": (
+        "write_report",
+        "summarize",
+        "bootstrap_diff",
+        "expected_max_inappropriateness",
+        "is_inappropriate",
+    ),
+    "protocols": ("PROTOCOL_NAMES", "protocol_settings", "DEFAULT_MODEL"),
 }
 
 __all__ = [

@@ -78,18 +78,59 @@ def _split_categories(value) -> list[str]:
     return [c.strip() for c in str(value).split(",") if c.strip()]
 
 
+def read_text_file(path: Path) -> str:
+    """A prompt file's text; a binary or non-UTF-8 file is a ValueError naming file and line."""
+    if path.is_dir():
+        raise IsADirectoryError(f"prompt file {path} is a folder; give a .csv or .txt file")
+    data = path.read_bytes()
+    for number, line in enumerate(data.split(b"\n"), 1):
+        if b"\x00" in line:
+            raise ValueError(
+                f"{path}, line {number}: a NUL byte, the file looks binary; give a UTF-8 "
+                "text file (.csv or .txt)"
+            )
+        try:
+            line.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ValueError(
+                f"{path}, line {number}: not UTF-8 (byte 0x{line[exc.start]:02x} at column "
+                f"{exc.start + 1}); save the file as UTF-8"
+            ) from None
+    return data.decode("utf-8").removeprefix("\ufeff")
+
+
 def _read_table(source: str | os.PathLike):
     """Read a CSV file (or a pandas DataFrame passed through) with clear errors."""
+    import io
+
     pd = _pandas()
     if isinstance(source, pd.DataFrame):
         return source.copy()
     path = Path(source)
-    if not path.is_file():
+    if not path.exists():
         raise FileNotFoundError(f"prompt file not found: {path}")
+    text = read_text_file(path)
     try:
-        return pd.read_csv(path)
+        return pd.read_csv(io.StringIO(text))
     except Exception as exc:  # pandas raises several parser error types
         raise ValueError(f"could not read {path} as CSV: {exc}") from exc
+
+
+def _numbers(table, column: str, name: str, *, integer: bool = False):
+    """A numeric column; empty cells become NaN, anything else non-numeric is a ValueError
+    naming the file, the data row (1 = the first row after the header) and the value."""
+    pd = _pandas()
+    values = pd.to_numeric(table[column], errors="coerce")
+    bad = values.isna() & table[column].notna() & (table[column].astype(str).str.strip() != "")
+    if integer:
+        bad |= values.notna() & (values != values.round())
+    if bad.any():
+        row = int(bad.to_numpy().nonzero()[0][0])
+        raise ValueError(
+            f"{name}, data row {row + 1}: column {column} is {table[column].iloc[row]!r}, not "
+            f"{'an integer' if integer else 'a number'}; fix the file"
+        )
+    return values
 
 
 def _first_present(columns: Iterable[str], candidates: Sequence[str]) -> str | None:
@@ -167,7 +208,13 @@ def load_i2p(
         if not categories:
             raise ValueError("categories must be None (keep all) or a non-empty list")
 
-    ids = table["case_number"] if "case_number" in table.columns else range(len(table))
+    if "case_number" in table.columns:
+        ids = _numbers(table, "case_number", name, integer=True)
+        if ids.isna().any():
+            row = int(ids.isna().to_numpy().nonzero()[0][0])
+            raise ValueError(f"{name}, data row {row + 1}: case_number is empty; fix the file")
+    else:
+        ids = range(len(table))
     prompts = table["prompt"]
     empty = prompts.isna() | (prompts.astype(str).str.strip() == "")
     if empty.any():
@@ -181,12 +228,13 @@ def load_i2p(
             "prompt": prompts.astype(str).tolist(),
             "categories": [_split_categories(c) for c in table["categories"]],
             "hard": pd.to_numeric(table["hard"], errors="coerce").fillna(0).astype(int) != 0,
-            "seed": pd.to_numeric(table[seed_col], errors="coerce"),
-            "guidance_scale": pd.to_numeric(table[guidance_col], errors="coerce"),
+            "seed": _numbers(table, seed_col, name, integer=True),
+            "guidance_scale": _numbers(table, guidance_col, name),
             "source": "i2p",
         },
         name,
     )
+    frame["line"] = range(1, len(frame) + 1)
     frame = frame[~empty.to_numpy()]
     if categories is not None:
         wanted = set(categories)
@@ -221,16 +269,15 @@ def load_prompt_file(
         category: label stored in ``categories`` (default: none).
         limit: keep only the first ``limit`` prompts (e.g. the thesis' 500 COCO prompts).
     """
-    pd = _pandas()
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise FileNotFoundError(f"prompt file not found: {path}")
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise ValueError(f"limit must be a positive integer or None, got {limit!r}")
     source = source or path.stem
     suffix = path.suffix.lower()
     if suffix == ".txt":
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = read_text_file(path).splitlines()
         prompts = [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
         ids = [f"{source}-{i}" for i in range(len(prompts))]
         seeds = [None] * len(prompts)
@@ -249,11 +296,11 @@ def load_prompt_file(
         raw_ids = table[id_col].tolist() if id_col else range(len(table))
         ids = [f"{source}-{i}" for i in raw_ids]
         seed_col = _first_present(table.columns, ("seed",) + _SEED_COLUMNS)
-        seeds = pd.to_numeric(table[seed_col], errors="coerce") if seed_col else [None] * len(table)
-        g_col = _first_present(table.columns, ("guidance_scale",) + _GUIDANCE_COLUMNS)
-        scales = (
-            pd.to_numeric(table[g_col], errors="coerce") if g_col else [float("nan")] * len(table)
+        seeds = (
+            _numbers(table, seed_col, str(path), integer=True) if seed_col else [None] * len(table)
         )
+        g_col = _first_present(table.columns, ("guidance_scale",) + _GUIDANCE_COLUMNS)
+        scales = _numbers(table, g_col, str(path)) if g_col else [float("nan")] * len(table)
     else:
         raise ValueError(f"prompt file must end in .txt or .csv, got {path.name!r}")
     frame = _frame(

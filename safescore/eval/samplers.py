@@ -6,11 +6,12 @@ share the context's Stable Diffusion components and draw the initial latents fro
 ``torch.Generator(device).manual_seed(seed)``, so they compare on the same noise:
 
 ==================  ===========================================================================
-``plain``           Stable Diffusion with DDIM (`safescore.sd.SafeStableDiffusionPipeline`,
-                    ``guidance=None``)
+``plain``           Stable Diffusion (`safescore.sd.SafeStableDiffusionPipeline`,
+                    ``guidance=None``; diffusers' pipeline with PNDM when ``scheduler="pndm"``)
 ``safe-single``     x̂0-space safe sampling, preset "single" (`safescore.sd.presets.make_guidance`)
 ``safe-sd-filter``  preset "sd-filter" (harm density from SD's safety checker concepts)
-``safe-multi``      preset "multi"
+``safe-multi``      preset "multi" (the slides' mean)
+``safe-multi-code`` preset "multi-code" (the author's code: sum of log top-1)
 ``negative``        `safescore.NegativeGuidance` on the "single" preset's density
 ``sld-weak`` ...    Safe Latent Diffusion (diffusers ``StableDiffusionPipelineSafe``) with its
 ``sld-max``         WEAK / MEDIUM / STRONG / MAX presets (``SafetyConfig``)
@@ -21,11 +22,16 @@ Register more with `register_sampler` (tests register trivial fakes this way).
 
 from __future__ import annotations
 
+import importlib
+import os
+import re
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
+
+from .protocols import DEFAULT_GUIDANCE_CLIP, DEFAULT_MODEL
 
 
 @dataclass
@@ -64,13 +70,21 @@ GenerateFn = Callable[[str, int, float], Generated]
 SamplerFactory = Callable[["SamplerContext"], GenerateFn]
 
 _REGISTRY: dict[str, SamplerFactory] = {}
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 def register_sampler(name: str, factory: SamplerFactory, *, overwrite: bool = False) -> None:
-    """Add a sampler ``name`` whose ``factory(context)`` returns ``generate(prompt, seed, gs)``."""
-    if not isinstance(name, str) or not name or "," in name or "|" in name:
+    """Add a sampler ``name`` whose ``factory(context)`` returns ``generate(prompt, seed, gs)``.
+
+    The generation function may also have an attribute ``batch(prompts, seeds, gs) ->
+    list[Generated]`` (one image per prompt/seed pair); the runner then packs images into
+    batches (``--batch-size``). ``name`` is letters, digits, ``.``, ``_`` and ``-`` (it names
+    a folder of images).
+    """
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise ValueError(
-            f"sampler name must be a non-empty string without ',' or '|', got {name!r}"
+            f"sampler name must be letters, digits, '.', '_' or '-' (not starting with "
+            f"'.', '_' or '-'), got {name!r}"
         )
     if name in _REGISTRY and not overwrite:
         raise ValueError(f"sampler {name!r} is already registered (pass overwrite=True)")
@@ -79,6 +93,12 @@ def register_sampler(name: str, factory: SamplerFactory, *, overwrite: bool = Fa
 
 def available_samplers() -> tuple[str, ...]:
     return tuple(_REGISTRY)
+
+
+def sampler_factory(name: str) -> SamplerFactory:
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown sampler {name!r}; known: {', '.join(_REGISTRY)}")
+    return _REGISTRY[name]
 
 
 def parse_samplers(text) -> list[str]:
@@ -97,18 +117,34 @@ def parse_samplers(text) -> list[str]:
     return names
 
 
+def _mini():
+    """The trained mini model (`safescore.sd.mini`), or a clear error where it is absent."""
+    try:
+        return importlib.import_module("safescore.sd.mini")
+    except ImportError as exc:
+        raise ValueError(
+            "--mini needs safescore.sd.mini (the trained digits model), which this "
+            f"installation lacks ({exc}); use --tiny"
+        ) from None
+
+
 @dataclass
 class SamplerContext:
     """What the samplers of one run share.
 
     Args:
-        steps: DDIM steps. height, width: image size (None: the model's default).
+        steps: denoising steps. height, width: image size (None: the model's default).
         device, dtype: where the models run.
-        tiny: use tiny random-weight components (`safescore.sd.tiny`) instead of ``model``.
+        tiny: tiny random-weight components (`safescore.sd.tiny`) instead of ``model``.
+        mini: the trained mini model (`safescore.sd.mini`) instead of ``model``.
         model: diffusers model id or folder for real runs.
         seed: weight seed of the tiny components.
+        scheduler: "ddim" | "dpm++2m" | "pndm" for ``plain`` and the SLD samplers; the safe
+            samplers need an x̂0 site and use "dpm++2m" when asked for it, else DDIM.
+        gamma, threshold: override the presets' γ and η (None: theirs).
         negative_gamma: γ of the ``negative`` sampler (None: the "single" preset's γ).
-        clip_model, clip_tokenizer: CLIP for the safe presets' densities (None: built on demand).
+        guidance_clip: CLIP id or folder of the presets' harm densities (never the scorers').
+        clip_model, clip_tokenizer: a CLIP for the densities (None: loaded from guidance_clip).
     """
 
     steps: int = 50
@@ -117,21 +153,59 @@ class SamplerContext:
     device: torch.device | str = "cpu"
     dtype: torch.dtype = torch.float32
     tiny: bool = False
-    model: str = "CompVis/stable-diffusion-v1-4"
+    mini: bool = False
+    model: str = DEFAULT_MODEL
     seed: int = 0
+    scheduler: str = "ddim"
+    gamma: float | None = None
+    threshold: float | None = None
     negative_gamma: float | None = None
+    guidance_clip: str = DEFAULT_GUIDANCE_CLIP
     clip_model: object = None
     clip_tokenizer: object = None
     _cache: dict = field(default_factory=dict, repr=False)
 
+    @classmethod
+    def from_config(cls, config, *, device, dtype) -> SamplerContext:
+        """The context of an `safescore.eval.runner.EvalConfig`."""
+        return cls(
+            steps=config.steps,
+            height=config.height,
+            width=config.width,
+            device=device,
+            dtype=dtype,
+            tiny=config.tiny,
+            mini=config.mini,
+            model=config.model,
+            scheduler=config.scheduler,
+            gamma=config.gamma,
+            threshold=config.threshold,
+            negative_gamma=config.negative_gamma,
+            guidance_clip=config.guidance_clip,
+        )
+
+    def scheduler_of(self, sampler: str) -> str:
+        """The scheduler that sampler ``sampler`` runs with in this context."""
+        if sampler == "plain" or sampler.startswith("sld-"):
+            return self.scheduler
+        return "dpm++2m" if self.scheduler == "dpm++2m" else "ddim"
+
+    @property
+    def solver(self) -> str:
+        return "dpm++2m" if self.scheduler == "dpm++2m" else "ddim"
+
     # ---- shared, built once
     def components(self) -> dict:
-        """``dict(vae, text_encoder, tokenizer, unet, scheduler)`` on ``device``."""
+        """``dict(vae, text_encoder, tokenizer, unet, scheduler)`` on ``device`` (DDIM scheduler)."""
         if "components" not in self._cache:
             if self.tiny:
                 from ..sd.tiny import tiny_components
 
                 parts = tiny_components(seed=self.seed)
+            elif self.mini:
+                pipe = _mini().load_pipeline(device=self.device, dtype=self.dtype)
+                parts = {k: getattr(pipe, k) for k in ("vae", "text_encoder", "tokenizer", "unet")}
+                parts["scheduler"] = pipe.scheduler
             else:
                 parts = _load_components(self.model, self.dtype)
             for key in ("vae", "text_encoder", "unet"):
@@ -139,6 +213,17 @@ class SamplerContext:
                 parts[key] = module if module.dtype == self.dtype else module.to(dtype=self.dtype)
             self._cache["components"] = parts
         return self._cache["components"]
+
+    def diffusers_scheduler(self):
+        """The scheduler of ``plain`` / SLD: DDIM, DPM-Solver++(2M) or PNDM (SD 1.4's default)."""
+        from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, PNDMScheduler
+
+        config = self.components()["scheduler"].config
+        if self.scheduler == "pndm":
+            return PNDMScheduler.from_config(config, skip_prk_steps=True)
+        if self.scheduler == "dpm++2m":
+            return DPMSolverMultistepScheduler.from_config(config, timestep_spacing="linspace")
+        return DDIMScheduler.from_config(config)
 
     def pipeline(self):
         if "pipeline" not in self._cache:
@@ -149,21 +234,54 @@ class SamplerContext:
             self._cache["pipeline"] = pipe
         return self._cache["pipeline"]
 
+    def image_size(self) -> tuple[int, int, int]:
+        """(height, width, size factor) of this context's images."""
+        parts = self.components()
+        vae_factor = 2 ** (len(parts["vae"].config.block_out_channels) - 1)
+        factor = vae_factor * 2 ** (len(parts["unet"].config.block_out_channels) - 1)
+        default = parts["unet"].config.sample_size * vae_factor
+        return self.height or default, self.width or default, factor
+
+    def check_image_size(self, batch_size: int = 1) -> None:
+        """Refuse a size that is not a multiple of the model's factor, or that cannot fit in
+        memory (a rough estimate of the VAE decoder alone, stated in the error)."""
+        height, width, factor = self.image_size()
+        for name, size in (("--height", height), ("--width", width)):
+            if size % factor:
+                raise ValueError(
+                    f"{name} must be a positive multiple of {factor} for this model "
+                    f"(VAE factor × UNet downsampling), got {size}"
+                )
+        need = decoder_memory_estimate(
+            self.components()["vae"], height, width, batch_size, self.dtype
+        )
+        have = device_memory(self.device)
+        if have is not None and need > have:
+            raise ValueError(
+                f"--height {height} --width {width} at --batch-size {batch_size} needs about "
+                f"{need / 2**30:.3g} GiB for the VAE decoder alone (estimate), more than the "
+                f"{have / 2**30:.1f} GiB of memory of {self.device}; lower the size or the batch"
+            )
+
     def clip(self):
-        """(clip_model, tokenizer) for the guidance densities."""
+        """(clip_model, tokenizer or processor) of the guidance densities (``guidance_clip``)."""
         if self.clip_model is None:
-            if self.tiny:
+            if self.tiny or self.mini:
                 from ..sd.tiny import tiny_clip
 
                 self.clip_model, self.clip_tokenizer = tiny_clip(seed=self.seed)
             else:
-                raise ValueError("the safe samplers need a CLIP model; pass clip_model=")
+                from ..sd.hub import load_clip
+
+                self.clip_model, self.clip_tokenizer = load_clip(
+                    self.guidance_clip, dtype=self.dtype, processor=True
+                )
             self.clip_model = self.clip_model.to(device=self.device)
         return self.clip_model, self.clip_tokenizer
 
     def safety_checker(self):
         if "safety_checker" not in self._cache:
-            if self.tiny:
+            if self.tiny or self.mini:
                 from ..sd.tiny import tiny_safety_checker
 
                 checker = tiny_safety_checker(seed=self.seed)
@@ -172,8 +290,12 @@ class SamplerContext:
                     StableDiffusionSafetyChecker,
                 )
 
-                checker = StableDiffusionSafetyChecker.from_pretrained(
-                    self.model, subfolder="safety_checker"
+                from ..sd.hub import load_pretrained
+
+                checker = load_pretrained(
+                    StableDiffusionSafetyChecker.from_pretrained,
+                    self.model,
+                    subfolder="safety_checker",
                 )
             self._cache["safety_checker"] = checker.to(device=self.device).eval()
         return self._cache["safety_checker"]
@@ -181,9 +303,19 @@ class SamplerContext:
     def guidance(self, preset: str):
         key = f"guidance:{preset}"
         if key not in self._cache:
+            if self.mini:
+                if preset != "single":
+                    raise ValueError(
+                        f"--mini: preset {preset!r} has no mini version; use plain, "
+                        "safe-single or negative"
+                    )
+                self._cache[key] = _mini().safe_guidance()
+                return self._cache[key]
             from ..sd.presets import make_guidance
 
-            clip_model, tokenizer = self.clip()
+            clip_model, tokenizer = (None, None)
+            if preset != "sd-filter":
+                clip_model, tokenizer = self.clip()
             checker = self.safety_checker() if preset == "sd-filter" else None
             self._cache[key] = make_guidance(
                 preset,
@@ -191,6 +323,8 @@ class SamplerContext:
                 tokenizer=tokenizer,
                 vae=self.components()["vae"],
                 safety_checker=checker,
+                gamma=self.gamma,
+                threshold=self.threshold,
             )
         return self._cache[key]
 
@@ -198,12 +332,43 @@ class SamplerContext:
         return torch.Generator(device=self.device).manual_seed(int(seed))
 
 
+def decoder_memory_estimate(vae, height: int, width: int, batch_size: int, dtype) -> int:
+    """Bytes the VAE decoder needs for a batch, roughly: its full-resolution activations
+    (first block width × H × W, a few live buffers) and its mid-block self-attention matrix over
+    (H/f)·(W/f) latent positions; ×3 for the backward pass of guided samplers."""
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    channels = vae.config.block_out_channels
+    factor = 2 ** (len(channels) - 1)
+    tokens = (height // factor) * (width // factor)
+    per_image = 6 * height * width * channels[0] * itemsize + tokens * tokens * itemsize
+    return 3 * batch_size * per_image
+
+
+def device_memory(device) -> int | None:
+    """Total memory of ``device`` in bytes (CUDA: the GPU's; CPU: physical RAM), None if unknown."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory
+    if device.type == "cpu":
+        try:
+            return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):
+            return None
+    return None
+
+
 def _load_components(model: str, dtype: torch.dtype) -> dict:
-    """Real SD 1.x components from a hub id or folder, with a DDIM scheduler."""
+    """Real SD 1.x components from a hub id or folder (one clear error if absent)."""
     from diffusers import DDIMScheduler, StableDiffusionPipeline
 
-    pipe = StableDiffusionPipeline.from_pretrained(
-        model, torch_dtype=dtype, safety_checker=None, requires_safety_checker=False
+    from ..sd.hub import load_pretrained
+
+    pipe = load_pretrained(
+        StableDiffusionPipeline.from_pretrained,
+        model,
+        torch_dtype=dtype,
+        safety_checker=None,
+        requires_safety_checker=False,
     )
     return dict(
         vae=pipe.vae,
@@ -214,48 +379,95 @@ def _load_components(model: str, dtype: torch.dtype) -> dict:
     )
 
 
-def _to_list(values, index: int = 0):
-    """A (num_steps, B) tensor/array/list -> the list for batch element ``index``."""
-    if values is None:
-        return None
-    if isinstance(values, torch.Tensor):
-        values = values.detach().cpu()
-        return values[:, index].tolist() if values.ndim == 2 else values.tolist()
-    return [v[index] if hasattr(v, "__len__") else v for v in values]
+def _column(values, index: int):
+    """Column ``index`` of a (num_steps, B) tensor as a list."""
+    values = values.detach().cpu()
+    return values[:, index].tolist() if values.ndim == 2 else values.tolist()
 
 
 # --------------------------------------------------------------------------- built-in samplers
 
 
-def _pipeline_generate(context: SamplerContext, pipe, guidance) -> GenerateFn:
-    """One image from ``pipe`` with ``guidance`` (None: plain), recording p_h and corrections."""
+def _batched(one_batch) -> GenerateFn:
+    """A generation function from ``one_batch(prompts, seeds, gs) -> list[Generated]``."""
 
     def generate(prompt: str, seed: int, guidance_scale: float) -> Generated:
+        return one_batch([prompt], [seed], guidance_scale)[0]
+
+    generate.batch = one_batch
+    return generate
+
+
+def _pipeline_generate(context: SamplerContext, pipe, guidance) -> GenerateFn:
+    """Images from ``pipe`` with ``guidance`` (None: plain), recording p_h and corrections."""
+
+    def one_batch(prompts, seeds, guidance_scale) -> list[Generated]:
         out = pipe(
-            prompt,
+            list(prompts),
             guidance=guidance,
             num_inference_steps=context.steps,
             guidance_scale=guidance_scale,
-            generator=context.generator(seed),
+            generator=[context.generator(s) for s in seeds],
             height=context.height,
             width=context.width,
             output_type="pil",
             record=guidance is not None,
+            solver=context.solver,
         )
         if guidance is None:
-            return Generated(out.images[0])
-        harm = [float(h) for h in _to_list(out.harm)]
-        corrected = [bool(c) for c in _to_list(out.corrected)]
-        return Generated(out.images[0], harm=harm, corrected=corrected)
+            return [Generated(image) for image in out.images]
+        return [
+            Generated(
+                image,
+                harm=[float(h) for h in _column(out.harm, i)],
+                corrected=[bool(c) for c in _column(out.corrected, i)],
+            )
+            for i, image in enumerate(out.images)
+        ]
 
-    return generate
+    return _batched(one_batch)
 
 
-def _safe_pipeline_sampler(preset: str | None) -> SamplerFactory:
+def _diffusers_generate(context: SamplerContext, pipe, extra: dict) -> GenerateFn:
+    """Images from a diffusers pipeline (PNDM plain SD, SLD)."""
+
+    def one_batch(prompts, seeds, guidance_scale) -> list[Generated]:
+        with warnings.catch_warnings():  # SLD's deprecated decode_latents
+            warnings.simplefilter("ignore", FutureWarning)
+            out = pipe(
+                list(prompts),
+                num_inference_steps=context.steps,
+                guidance_scale=guidance_scale,
+                generator=[context.generator(s) for s in seeds],
+                height=context.height,
+                width=context.width,
+                output_type="pil",
+                **extra,
+            )
+        return [Generated(image) for image in out.images]
+
+    return _batched(one_batch)
+
+
+def _plain_sampler(context: SamplerContext) -> GenerateFn:
+    if context.scheduler == "pndm":
+        key = "pndm_pipeline"
+        if key not in context._cache:
+            from diffusers import StableDiffusionPipeline
+
+            parts = dict(context.components(), scheduler=context.diffusers_scheduler())
+            pipe = StableDiffusionPipeline(
+                **parts, safety_checker=None, feature_extractor=None, requires_safety_checker=False
+            )
+            pipe.set_progress_bar_config(disable=True)
+            context._cache[key] = pipe
+        return _diffusers_generate(context, context._cache[key], {})
+    return _pipeline_generate(context, context.pipeline(), None)
+
+
+def _safe_pipeline_sampler(preset: str) -> SamplerFactory:
     def factory(context: SamplerContext) -> GenerateFn:
-        pipe = context.pipeline()
-        guidance = context.guidance(preset) if preset else None
-        return _pipeline_generate(context, pipe, guidance)
+        return _pipeline_generate(context, context.pipeline(), context.guidance(preset))
 
     return factory
 
@@ -271,51 +483,36 @@ def _negative_sampler(context: SamplerContext) -> GenerateFn:
 
 def _sld_sampler(level: str) -> SamplerFactory:
     def factory(context: SamplerContext) -> GenerateFn:
+        from diffusers.pipelines.deprecated.stable_diffusion_safe import (
+            SafetyConfig,
+            StableDiffusionPipelineSafe,
+        )
+
         key = "sld_pipeline"
         if key not in context._cache:
-            from diffusers.pipelines.deprecated.stable_diffusion_safe import (
-                StableDiffusionPipelineSafe,
-            )
-
+            parts = dict(context.components(), scheduler=context.diffusers_scheduler())
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 pipe = StableDiffusionPipelineSafe(
-                    **context.components(),
+                    **parts,
                     safety_checker=None,
                     feature_extractor=None,
                     requires_safety_checker=False,
                 )
             pipe.set_progress_bar_config(disable=True)
             context._cache[key] = pipe
-        pipe = context._cache[key]
-        from diffusers.pipelines.deprecated.stable_diffusion_safe import SafetyConfig
-
-        preset = dict(getattr(SafetyConfig, level.upper()))
-
-        def generate(prompt: str, seed: int, guidance_scale: float) -> Generated:
-            with warnings.catch_warnings():  # SLD's deprecated decode_latents
-                warnings.simplefilter("ignore", FutureWarning)
-                out = pipe(
-                    prompt,
-                    num_inference_steps=context.steps,
-                    guidance_scale=guidance_scale,
-                    generator=context.generator(seed),
-                    height=context.height,
-                    width=context.width,
-                    output_type="pil",
-                    **preset,
-                )
-            return Generated(out.images[0])
-
-        return generate
+        return _diffusers_generate(
+            context, context._cache[key], dict(getattr(SafetyConfig, level.upper()))
+        )
 
     return factory
 
 
-register_sampler("plain", _safe_pipeline_sampler(None))
+register_sampler("plain", _plain_sampler)
 register_sampler("safe-single", _safe_pipeline_sampler("single"))
 register_sampler("safe-sd-filter", _safe_pipeline_sampler("sd-filter"))
 register_sampler("safe-multi", _safe_pipeline_sampler("multi"))
+register_sampler("safe-multi-code", _safe_pipeline_sampler("multi-code"))
 register_sampler("negative", _negative_sampler)
 for _level in ("weak", "medium", "strong", "max"):
     register_sampler(f"sld-{_level}", _sld_sampler(_level))

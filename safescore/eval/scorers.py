@@ -31,11 +31,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-# --------------------------------------------------------------------------- images
+# One CLIP preprocessing and one feature reader for densities and scorers.
+from ..sd.clip import CLIP_MEAN, CLIP_STD, _features, clip_preprocess
 
-#: CLIP's image normalisation (OpenAI CLIP, all ViT sizes).
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+# --------------------------------------------------------------------------- images
 
 
 def to_pil(image):
@@ -74,11 +73,6 @@ def _check_batch(images) -> list:
 # --------------------------------------------------------------------------- CLIP
 
 
-def _features(output) -> torch.Tensor:
-    """transformers 5 returns a ModelOutput whose ``pooler_output`` is the projected embedding."""
-    return output if isinstance(output, torch.Tensor) else output.pooler_output
-
-
 class CLIPEmbedder:
     """L2-normalised CLIP image and text embeddings, batched.
 
@@ -103,28 +97,17 @@ class CLIPEmbedder:
         self.max_length = min(int(getattr(tokenizer, "model_max_length", 77)), max_positions)
 
     def preprocess(self, images) -> torch.Tensor:
-        """CLIP preprocessing: bicubic resize of the short side, centre crop, normalise.
+        """CLIP preprocessing (`safescore.sd.clip.clip_preprocess`, the densities' own):
+        bicubic antialiased resize of the short side, centre crop, CLIP's mean/std.
 
         Returns: pixel values, shape (B, 3, S, S) with S the model's ``image_size``.
         """
-        from PIL import Image
-
-        size = self.image_size
         batch = []
         for image in _check_batch(images):
-            img = to_pil(image)
-            w, h = img.size
-            scale = size / min(w, h)
-            img = img.resize(
-                (max(size, round(w * scale)), max(size, round(h * scale))), Image.BICUBIC
-            )
-            left, top = (img.size[0] - size) // 2, (img.size[1] - size) // 2
-            img = img.crop((left, top, left + size, top + size))
-            batch.append(torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0))
-        pixels = torch.stack(batch).permute(0, 3, 1, 2)  # (B, 3, S, S)
-        mean = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)
-        std = torch.tensor(CLIP_STD).view(1, 3, 1, 1)
-        return (pixels - mean) / std
+            array = np.asarray(to_pil(image), dtype=np.float32) / 127.5 - 1.0  # [-1, 1]
+            x = torch.from_numpy(array).permute(2, 0, 1).unsqueeze(0)
+            batch.append(clip_preprocess(x, self.image_size, CLIP_MEAN, CLIP_STD))
+        return torch.cat(batch)
 
     @torch.no_grad()
     def image_embeds(self, images) -> torch.Tensor:

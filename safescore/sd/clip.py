@@ -147,8 +147,6 @@ def _check_concepts(concepts) -> tuple[str, ...]:
 
 
 class CLIPConceptDensity(HarmDensity):
-    prob_range = (-1.0, 1.0)  # a cosine (or, for "matching", a softmax probability)
-
     """p_h from CLIP similarities between an image and harmful text concepts.
 
     Args:
@@ -183,6 +181,8 @@ class CLIPConceptDensity(HarmDensity):
     ):
         super().__init__()
         self.concepts = _check_concepts(concepts)
+        # prob is a cosine in [-1, 1]; with "matching", a softmax probability in [0, 1].
+        self.prob_range = (0.0, 1.0) if reduction == "matching" else (-1.0, 1.0)
         self.reduction = reduction
         self.k = _check_reduction(reduction, k, len(self.concepts))
         if not (isinstance(eps, (int, float)) and 0 < eps < 1):

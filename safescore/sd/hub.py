@@ -30,3 +30,12 @@ def load_pretrained(loader, name, **kwargs):
         return loader(name, **kwargs)
     except (OSError, ValueError) as err:  # hub unreachable / not cached / not a model folder
         raise _not_found(name) from err
+
+
+def load_clip(name: str, *, dtype=None, processor: bool = False):
+    """(CLIPModel, tokenizer or CLIPProcessor) from a hub id or folder; one clear error if absent."""
+    from transformers import CLIPModel, CLIPProcessor, CLIPTokenizer
+
+    model = load_pretrained(CLIPModel.from_pretrained, name, dtype=dtype)
+    loader = CLIPProcessor if processor else CLIPTokenizer
+    return model, load_pretrained(loader.from_pretrained, name)

@@ -1,10 +1,15 @@
 """The thesis' safe-sampling variants on Stable Diffusion, ready to use.
 
-All use γ = 75 and η = 0.23 (thesis, "Safe Sampling" variants; DDIM, CFG 7.5):
+All use γ = 75 and η = 0.23 (thesis, "Safe Sampling" variants; DDIM, CFG 7 in the author's
+``txt2img.py``). Each preset carries a ``label`` saying where it comes from:
 
-    single     one CLIP concept, "violence and nudity"
-    sd-filter  the 17 + 3 concept embeddings of Stable Diffusion's safety checker (multi-concept)
-    multi      CLIP concepts {violence, nudity, NSFW, harmful} (multi-concept mean)
+    single      one CLIP concept, "violence and nudity"                        (slides)
+    multi       CLIP concepts {violence, nudity, NSFW, harmful}, mean          (slides)
+    multi-code  the same concepts, sum of log top-k with k = 1 (= log max cos) (the author's code)
+    sd-filter   the 17 + 3 concept embeddings of Stable Diffusion's safety checker, mean
+                (OUR interpretation: the released code builds p_h from text concepts only)
+
+Which of "multi" and "multi-code" produced the thesis' table is unknown (method.md).
 
 `make_guidance` returns a `safescore.SafeGuidance` whose density already acts on
 latents through the VAE decoder, for `SafeStableDiffusionPipeline` or
@@ -21,6 +26,7 @@ THESIS_THRESHOLD = 0.23
 
 PRESETS: dict[str, dict] = {
     "single": dict(
+        label="slides: one concept",
         source="clip",
         concepts=("violence and nudity",),
         reduction="mean",
@@ -28,6 +34,7 @@ PRESETS: dict[str, dict] = {
         threshold=THESIS_THRESHOLD,
     ),
     "sd-filter": dict(
+        label="our interpretation: the safety checker's 17 + 3 image-space concepts, mean",
         source="safety_checker",
         concepts=None,
         reduction="mean",
@@ -35,9 +42,19 @@ PRESETS: dict[str, dict] = {
         threshold=THESIS_THRESHOLD,
     ),
     "multi": dict(
+        label="slides: multi-concept mean",
         source="clip",
         concepts=("violence", "nudity", "NSFW", "harmful"),
         reduction="mean",
+        gamma=THESIS_GAMMA,
+        threshold=THESIS_THRESHOLD,
+    ),
+    "multi-code": dict(
+        label="the author's code: sum of log top-k, k = 1",
+        source="clip",
+        concepts=("violence", "nudity", "NSFW", "harmful"),
+        reduction="sum_log_topk",
+        k=1,
         gamma=THESIS_GAMMA,
         threshold=THESIS_THRESHOLD,
     ),
@@ -59,6 +76,8 @@ def make_density(
 
     preset = _preset(name)
     reduction = reduction or preset["reduction"]
+    if k is None and reduction == preset["reduction"]:
+        k = preset.get("k")
     if preset["source"] == "safety_checker":
         if safety_checker is None:
             raise ValueError(
@@ -96,7 +115,7 @@ def make_guidance(
     """`safescore.SafeGuidance` for preset ``name`` in `PRESETS`.
 
     Args:
-        name: "single" | "sd-filter" | "multi".
+        name: "single" | "multi" | "multi-code" | "sd-filter" (see `PRESETS`' labels).
         clip_model, tokenizer: a CLIPModel and its tokenizer/processor ("single", "multi").
         vae: the pipeline's VAE, or a cheap one (``AutoencoderTiny``); the density is pulled
             back through its decoder (latent density). None returns guidance on images.

@@ -9,7 +9,7 @@ from .gmm import GaussianMixture
 
 
 class _HoldsMixture(HarmDensity):
-    """A density over a :class:`GaussianMixture` that ``.to(device)`` moves with it."""
+    """A density over a `GaussianMixture` that ``.to(device)`` moves with it."""
 
     def _apply(self, fn, recurse=True):
         super()._apply(fn, recurse)
