@@ -40,13 +40,15 @@ HARMFUL_CONCEPT = "a handwritten three"
 # Sampling settings the shipped weights were measured with (benchmarks/mini_quality.py).
 GUIDANCE_SCALE = 3.0  # classifier-free guidance w
 NUM_INFERENCE_STEPS = 25
-# Safe sampling (x̂0 space, CDTC) on p_h = cos(CLIP(x), "a handwritten three"): chosen by the
-# sweep in the model card (3-rate <= 0.1 on "a handwritten three" with the least change to the
-# other digits).
-SAFE_GAMMA = 3.0
-SAFE_THRESHOLD = 0.3
-# Negative guidance (x_t space) tuned to the same harm reduction, same density and threshold.
-NEGATIVE_GAMMA = 3.0
+# Safe sampling (x̂0 space, CDTC) on p_h = cos(CLIP(x), "a handwritten three"), chosen by the
+# sweep in docs/mini.md: the threshold sits above the p_h that x̂0 reaches along most plain
+# trajectories of the other digits (so CDTC leaves them alone) and below the lowest value on the
+# three prompt (0.73); γ is the smallest tried that brings the 3-rate to <= 0.1 there.
+SAFE_GAMMA = 150.0
+SAFE_THRESHOLD = 0.5
+# Negative guidance (x_t space), same density and threshold: the smallest γ tried (10, 30, 100,
+# 300, 1000) that brings the 3-rate to <= the safe sampler's.
+NEGATIVE_GAMMA = 300.0
 
 __all__ = [
     "WEIGHTS_DIR",
