@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test nbval lint format docs docs-build docs-assets browser bench student clean
+.PHONY: demo test nbval lint format docs docs-build docs-assets browser bench student clean mini-train
 
 $(STAMP): pyproject.toml constraints-cpu.txt
 	$(PY) -m venv $(VENV)
@@ -79,6 +79,10 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/toy_throughput.py
 	$(BIN)/python benchmarks/toy_solvers.py
 	TRANSFORMERS_VERBOSITY=error $(BIN)/python benchmarks/sd_overhead.py --json outputs/sd_overhead_tiny128.json
+
+# Retrain the shipped mini Stable Diffusion on digits (CPU, < 15 min on 2 cores; deterministic).
+mini-train: $(STAMP)
+	TRANSFORMERS_VERBOSITY=error $(BIN)/python -m safescore.sd.mini.train --out safescore/sd/mini/weights --seed 0
 
 clean:
 	rm -rf $(VENV) site outputs build docs/js/vendor

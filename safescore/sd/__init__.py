@@ -7,6 +7,7 @@
 - `safescore.sd.presets` — the thesis' variants ("single", "sd-filter", "multi").
 - `safescore.sd.clip` — CLIP concept and safety-checker harm densities on images.
 - `safescore.sd.tiny` — tiny random-weight components built offline from configs.
+- `safescore.sd.mini` — a trained mini Stable Diffusion on digits, shipped with the package.
 
 diffusers and transformers are imported only when one of these names is first used.
 """
@@ -28,7 +29,7 @@ _LAZY = {
     "load_pretrained": "hub",
     "PRESETS": "presets",
 }
-_SUBMODULES = ("clip", "hub", "latent", "pipeline", "presets", "scheduler", "tiny")
+_SUBMODULES = ("clip", "hub", "latent", "mini", "pipeline", "presets", "scheduler", "tiny")
 
 __all__ = list(_LAZY) + list(_SUBMODULES)
 

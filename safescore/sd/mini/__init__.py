@@ -1,0 +1,219 @@
+"""A real, trained mini Stable Diffusion on scikit-learn's digits, shipped with the package.
+
+Made of Stable Diffusion's own classes (``AutoencoderKL``, ``UNet2DConditionModel`` with
+cross-attention on a ``CLIPTextModel``, a ``CLIPTokenizer`` on our own vocabulary,
+``DDIMScheduler``) plus a tiny ``CLIPModel`` (for p_h) and a CNN digit classifier (the scorer of
+generated images), all trained on a CPU by `safescore.sd.mini.train` and stored as
+safetensors in `WEIGHTS_DIR`. Images are 16×16 (latents 8×8×4). Prompts
+``"a handwritten {word}"`` and ``"the digit {d}"`` (zero … nine) are understood; see
+``MODEL_CARD.md`` in `WEIGHTS_DIR` for the data, training and measured quality.
+
+    from safescore.sd import mini
+    pipe = mini.load_pipeline()
+    out = pipe("a handwritten three", guidance=mini.safe_guidance(),
+               num_inference_steps=25, guidance_scale=mini.GUIDANCE_SCALE, output_type="np")
+    mini.digit_classifier().predict(out.images)      # digits 0-9
+
+Importing this module trains nothing and loads no weights; every function loads on call.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ...core.guidance import NegativeGuidance, SafeGuidance
+from ..clip import CLIPConceptDensity
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+PROMPTS_CSV = Path(__file__).resolve().parent / "prompts" / "mini_i2p.csv"
+WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+HARMFUL_CONCEPT = "a handwritten three"
+
+# Sampling settings the shipped weights were measured with (benchmarks/mini_quality.py).
+GUIDANCE_SCALE = 3.0  # classifier-free guidance w
+NUM_INFERENCE_STEPS = 25
+# Safe sampling (x̂0 space, CDTC) on p_h = cos(CLIP(x), "a handwritten three"), chosen by the
+# sweep in docs/mini.md: the threshold sits above the p_h that x̂0 reaches along most plain
+# trajectories of the other digits (so CDTC leaves them alone) and below the lowest value on the
+# three prompt (0.73); γ is the smallest tried that brings the 3-rate to <= 0.1 there.
+SAFE_GAMMA = 150.0
+SAFE_THRESHOLD = 0.5
+# Negative guidance (x_t space), same density and threshold: the smallest γ tried (10, 30, 100,
+# 300, 1000) that brings the 3-rate to <= the safe sampler's.
+NEGATIVE_GAMMA = 300.0
+
+__all__ = [
+    "WEIGHTS_DIR",
+    "PROMPTS_CSV",
+    "WORDS",
+    "HARMFUL_CONCEPT",
+    "GUIDANCE_SCALE",
+    "NUM_INFERENCE_STEPS",
+    "SAFE_GAMMA",
+    "SAFE_THRESHOLD",
+    "NEGATIVE_GAMMA",
+    "load_pipeline",
+    "load_clip",
+    "clip_density",
+    "safe_guidance",
+    "negative_guidance",
+    "digit_classifier",
+    "DigitScorer",
+]
+
+
+def _weights_dir(weights_dir=None) -> Path:
+    path = Path(weights_dir) if weights_dir is not None else WEIGHTS_DIR
+    if not (path / "model_index.json").is_file():
+        raise FileNotFoundError(
+            f"no mini model in {path} (model_index.json missing); train one with "
+            "`python -m safescore.sd.mini.train --out DIR` (or `make mini-train`)"
+        )
+    return path
+
+
+def load_pipeline(device=None, dtype=None, *, weights_dir=None):
+    """The mini model as a `safescore.sd.SafeStableDiffusionPipeline`.
+
+    Loaded with ``SafeStableDiffusionPipeline.from_pretrained`` on the shipped folder (the same
+    loading code as real Stable Diffusion weights). ``pipe(prompt, ...)`` gives 16×16 images;
+    ``output_type="np"``: ``.images`` (N, 16, 16, 3) float in [0, 1].
+
+    Args:
+        device: torch device (default CPU). dtype: torch dtype (default float32).
+        weights_dir: another folder written by `safescore.sd.mini.train` (default the
+            shipped `WEIGHTS_DIR`).
+    """
+    from ..pipeline import SafeStableDiffusionPipeline  # lazy: diffusers
+
+    kwargs = {} if dtype is None else {"torch_dtype": dtype}
+    pipe = SafeStableDiffusionPipeline.from_pretrained(str(_weights_dir(weights_dir)), **kwargs)
+    if device is not None:
+        pipe = pipe.to(device)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def load_clip(device=None, dtype=None, *, weights_dir=None):
+    """The mini ``CLIPModel`` (16×16 images, 32-dim embeddings) and its ``CLIPProcessor``.
+
+    The processor's mean = std = 0.5, so CLIP preprocessing maps images in [-1, 1] to themselves.
+    """
+    from transformers import CLIPModel, CLIPProcessor
+
+    path = _weights_dir(weights_dir) / "clip"
+    kwargs = {} if dtype is None else {"dtype": dtype}
+    model = CLIPModel.from_pretrained(str(path), **kwargs).eval()
+    if device is not None:
+        model = model.to(device)
+    return model, CLIPProcessor.from_pretrained(str(path))
+
+
+def clip_density(concepts=(HARMFUL_CONCEPT,), reduction: str = "mean", *, device=None, **kwargs):
+    """`CLIPConceptDensity` on the mini CLIP: p_h(x) = cos(E_img(x), E_text(concept)).
+
+    Args:
+        concepts: one string or a list of strings (e.g. ``"a handwritten three"``).
+        reduction: as `CLIPConceptDensity` ("mean", "topk", "max", "sum_log_topk",
+            "matching"); other keyword arguments go to it.
+    Shapes: images (B, 3, H, W) in [-1, 1] (any H, W: resized to 16²); ``prob``/``log_prob`` (B,).
+    """
+    model, processor = load_clip(device=device)
+    return CLIPConceptDensity(model, processor, concepts, reduction, **kwargs)
+
+
+def safe_guidance(concepts=(HARMFUL_CONCEPT,), *, gamma=None, threshold=None, device=None):
+    """`safescore.SafeGuidance` on `clip_density`, tuned on this model.
+
+    Defaults γ = `SAFE_GAMMA`, threshold = `SAFE_THRESHOLD` (on the cosine), chosen
+    by the sweep described in ``MODEL_CARD.md``. Use it with ``pipe(..., guidance=...)``.
+    """
+    return SafeGuidance(
+        clip_density(concepts, device=device),
+        SAFE_GAMMA if gamma is None else gamma,
+        threshold=SAFE_THRESHOLD if threshold is None else threshold,
+    )
+
+
+def negative_guidance(concepts=(HARMFUL_CONCEPT,), *, gamma=None, threshold=None, device=None):
+    """`safescore.NegativeGuidance` (x_t space, through the UNet) with the same density and
+    threshold as `safe_guidance`, γ = `NEGATIVE_GAMMA` (tuned to the same harm
+    reduction)."""
+    return NegativeGuidance(
+        clip_density(concepts, device=device),
+        NEGATIVE_GAMMA if gamma is None else gamma,
+        threshold=SAFE_THRESHOLD if threshold is None else threshold,
+    )
+
+
+class DigitScorer:
+    """The digit classifier of generated images (the NudeNet of this world).
+
+    ``predict(images)`` -> int64 array (N,) of digits 0–9; ``predict_proba(images)`` -> (N, 10).
+    ``images``: numpy (N, H, W, 3) or (N, H, W) in [0, 1] (``output_type="np"``), or a torch
+    tensor (N, 3, H, W) / (N, 1, H, W) in [-1, 1] (the VAE's range). RGB is averaged to grey and
+    resized to 16² (antialiased bilinear). ``accuracy``: held-out accuracy on real digits.
+    """
+
+    def __init__(self, model: torch.nn.Module, accuracy: float, image_size: int = 16):
+        self.model = model.eval()
+        self.accuracy = float(accuracy)
+        self.image_size = int(image_size)
+
+    def _to_input(self, images) -> torch.Tensor:
+        if isinstance(images, np.ndarray):
+            x = torch.from_numpy(np.asarray(images, dtype=np.float32))
+            if x.ndim == 3:
+                x = x[..., None]
+            if x.ndim != 4 or x.shape[-1] not in (1, 3):
+                raise ValueError(
+                    f"images: numpy arrays must be (N, H, W, 3), (N, H, W, 1) or (N, H, W), "
+                    f"got shape {tuple(images.shape)}"
+                )
+            x = x.permute(0, 3, 1, 2) * 2 - 1
+        elif isinstance(images, torch.Tensor):
+            x = images.detach().float().cpu()
+            if x.ndim != 4 or x.shape[1] not in (1, 3):
+                raise ValueError(
+                    f"images: tensors must be (N, 3, H, W) or (N, 1, H, W) in [-1, 1], "
+                    f"got shape {tuple(images.shape)}"
+                )
+        else:
+            raise TypeError(
+                f"images must be a numpy array or a torch tensor, got {type(images).__name__}"
+            )
+        x = x.mean(dim=1, keepdim=True)
+        if x.shape[-2:] != (self.image_size, self.image_size):
+            x = F.interpolate(x, size=self.image_size, mode="bilinear", antialias=True)
+        return x
+
+    @torch.no_grad()
+    def predict_proba(self, images) -> np.ndarray:
+        """Class probabilities (N, 10)."""
+        x = self._to_input(images)
+        return self.model(x).softmax(dim=-1).numpy()
+
+    def predict(self, images) -> np.ndarray:
+        """Digits (N,) int64 in 0..9."""
+        return self.predict_proba(images).argmax(axis=-1)
+
+    def __repr__(self) -> str:
+        return f"DigitScorer(held-out accuracy={self.accuracy:.3f})"
+
+
+def digit_classifier(*, weights_dir=None) -> DigitScorer:
+    """The shipped `DigitScorer` (a CNN trained on real digits; safetensors)."""
+    from safetensors.torch import load_file
+
+    from .train import DigitClassifier
+
+    path = _weights_dir(weights_dir) / "classifier"
+    config = json.loads((path / "config.json").read_text())
+    model = DigitClassifier(width=int(config["width"]))
+    model.load_state_dict(load_file(str(path / "model.safetensors")))
+    return DigitScorer(model, config["test_accuracy"], int(config["image_size"]))
