@@ -184,17 +184,20 @@ def test_no_raw_tex_and_math_renders(seen):
 
 
 def _figures_in_notebook(site: Path, page: str) -> int:
-    """Image outputs stored in the notebook the page was built from (published beside it)."""
+    """Figures stored in the notebook the page was built from (published beside it): image
+    outputs, and HTML outputs that inline an image (the animations, as base64 GIFs)."""
     name = page.rstrip("/").split("/")[-1]
     nb = json.loads((site / page / f"{name}.ipynb").read_text(encoding="utf-8"))
     unexecuted = [c for c in nb["cells"] if c["cell_type"] == "code" and not c["execution_count"]]
     assert not unexecuted, f"{page}: built from a notebook that was not executed (make docs-build)"
-    return sum(
-        1
-        for cell in nb["cells"]
-        for out in cell.get("outputs", [])
-        if any(k.startswith("image/") for k in out.get("data", {}))
-    )
+
+    def figures(data: dict) -> int:
+        if any(k.startswith("image/") for k in data):
+            return 1
+        html = data.get("text/html", "")
+        return ("".join(html) if isinstance(html, list) else html).count("<img ")
+
+    return sum(figures(out.get("data", {})) for c in nb["cells"] for out in c.get("outputs", []))
 
 
 def test_notebook_pages_show_math_and_figures(site, seen):
