@@ -91,10 +91,9 @@ def load_pipeline(device=None, dtype=None, *, weights_dir=None):
     """
     from ..pipeline import SafeStableDiffusionPipeline  # lazy: diffusers
 
-    kwargs = {} if dtype is None else {"torch_dtype": dtype}
-    pipe = SafeStableDiffusionPipeline.from_pretrained(str(_weights_dir(weights_dir)), **kwargs)
-    if device is not None:
-        pipe = pipe.to(device)
+    pipe = SafeStableDiffusionPipeline.from_pretrained(str(_weights_dir(weights_dir)))
+    if device is not None or dtype is not None:  # (diffusers renamed torch_dtype= to dtype=)
+        pipe = pipe.to(device=device, dtype=dtype)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -107,10 +106,9 @@ def load_clip(device=None, dtype=None, *, weights_dir=None):
     from transformers import CLIPModel, CLIPProcessor
 
     path = _weights_dir(weights_dir) / "clip"
-    kwargs = {} if dtype is None else {"dtype": dtype}
-    model = CLIPModel.from_pretrained(str(path), **kwargs).eval()
-    if device is not None:
-        model = model.to(device)
+    model = CLIPModel.from_pretrained(str(path)).eval()
+    if device is not None or dtype is not None:
+        model = model.to(device=device, dtype=dtype)
     return model, CLIPProcessor.from_pretrained(str(path))
 
 

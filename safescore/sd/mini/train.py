@@ -709,7 +709,7 @@ a GPU or the hub. It draws 16×16 digits; it is not a general image model.
 ## Training
 - Command: `{info["command"]}`
 - Seed {info["seed"]}; torch {info["torch"]}, diffusers {info["diffusers"]}, transformers
-  {info["transformers"]}; {info["threads"]} threads on {info["machine"]}; load average at the
+  {info["transformers"]}; {info["threads"]} torch thread(s) on {info["machine"]}; load average at the
   start {info["load_start"]}, at the end {info["load_end"]}.
 - Wall time {info["seconds"]:.0f} s in all:
 
@@ -803,7 +803,10 @@ def main(argv=None) -> Path:
     seconds = time.perf_counter() - t_start
     quick = " --quick" if args.quick else ""
     info = dict(
-        command=f"python -m safescore.sd.mini.train --out {args.out} --seed {args.seed}{quick}",
+        command=(
+            f"python -m safescore.sd.mini.train --out {args.out} --seed {args.seed} "
+            f"--threads {args.threads}{quick}"
+        ),
         seed=args.seed,
         n_train=len(data["train_y"]),
         n_test=len(data["test_y"]),
