@@ -37,6 +37,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from ..tiny import _bytes_to_unicode  # the GPT-2 / CLIP byte-level table
+
 # ---- other safescore modules used here (the only ones) -------------------------------------
 # (none: this file depends on diffusers, transformers, scikit-learn and torch only)
 # --------------------------------------------------------------------------------------------
@@ -181,22 +183,6 @@ def sample_captions(labels, styles, texts_by_key, generator):
 
 
 # ============================================================================ tokenizer
-def _bytes_to_unicode() -> dict[int, str]:
-    printable = (
-        list(range(ord("!"), ord("~") + 1))
-        + list(range(ord("¡"), ord("¬") + 1))
-        + list(range(ord("®"), ord("ÿ") + 1))
-    )
-    codes = printable[:]
-    n = 0
-    for b in range(256):
-        if b not in printable:
-            printable.append(b)
-            codes.append(256 + n)
-            n += 1
-    return dict(zip(printable, (chr(c) for c in codes)))
-
-
 def _bpe_tokenizer(words):
     from transformers import CLIPTokenizer
 
