@@ -132,3 +132,30 @@ def test_train_quick_writes_a_loadable_folder(tmp_path):
     tok = p.tokenizer
     assert tok.tokenize("a handwritten three") == ["a</w>", "handwritten</w>", "three</w>"]
     assert len(tok("any text at all, even ünïcode!").input_ids) > 2  # byte fallback
+
+
+def test_reproduce_stops_each_stage_where_the_log_says(tmp_path):
+    """--reproduce repeats a (time-capped) run exactly: each stage stops at the logged step."""
+    import hashlib
+    import json
+
+    from safescore.sd.mini import train
+
+    first = train.main(["--out", str(tmp_path / "a"), "--quick", "--threads", "1"])
+    log = json.loads((first / "training_log.json").read_text())
+    for name in ("clip", "vae", "unet", "classifier"):
+        log["stages"][name]["steps"] = 2  # as if the clock had stopped each stage at step 2
+    (tmp_path / "log.json").write_text(json.dumps(log))
+    args = ["--quick", "--threads", "1", "--reproduce", str(tmp_path / "log.json")]
+    b = train.main(["--out", str(tmp_path / "b"), *args])
+    c = train.main(["--out", str(tmp_path / "c"), *args])
+    stages = json.loads((b / "training_log.json").read_text())["stages"]
+    assert all(stages[name]["steps"] == 2 for name in ("clip", "vae", "unet", "classifier"))
+
+    def digest(folder):
+        return {
+            p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*.safetensors"))
+        }
+
+    assert digest(b) == digest(c) and digest(b) != digest(first)

@@ -331,17 +331,27 @@ class DigitClassifier(nn.Module):
 
 # ============================================================================ helpers
 class _Stage:
-    """A tqdm bar over ``steps`` steps that stops early past ``budget_s`` seconds."""
+    """A tqdm bar over ``steps`` steps that stops early past ``budget_s`` seconds.
+
+    With ``log["_stop_at"][name]`` set (``--reproduce``) it stops at that step instead, whatever
+    the time: the learning-rate schedule still spans ``steps``, so a run stopped by its budget is
+    repeated exactly.
+    """
 
     def __init__(self, name: str, steps: int, budget_s: float, log: dict):
         self.name, self.steps, self.budget_s, self.log = name, steps, budget_s, log
+        self.stop_at = log.get("_stop_at", {}).get(name)
         self.t0 = time.perf_counter()
 
     def __iter__(self):
         bar = tqdm(range(self.steps), desc=self.name, mininterval=2.0)
         done = 0
         for step in bar:
-            if time.perf_counter() - self.t0 > self.budget_s:
+            if self.stop_at is not None:
+                if step >= self.stop_at:
+                    bar.write(f"{self.name}: stopped at step {step}, as the run reproduced")
+                    break
+            elif time.perf_counter() - self.t0 > self.budget_s:
                 bar.write(f"{self.name}: time budget {self.budget_s:.0f} s reached at step {step}")
                 break
             yield step, bar
@@ -738,6 +748,13 @@ def main(argv=None) -> Path:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="a few steps per stage (for tests)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    parser.add_argument(
+        "--reproduce",
+        metavar="TRAINING_LOG",
+        default=None,
+        help="repeat the run that wrote this training_log.json exactly: each stage stops at the "
+        "step that run reached (no time budget); use its --seed and --threads",
+    )
     args = parser.parse_args(argv)
     import diffusers
     import transformers
@@ -750,6 +767,15 @@ def main(argv=None) -> Path:
     plan = PLAN["quick" if args.quick else "full"]
     out = Path(args.out)
     log: dict = {}
+    if args.reproduce is not None:
+        stages = json.loads(Path(args.reproduce).read_text(encoding="utf-8"))["stages"]
+        log["_stop_at"] = {name: stages[name]["steps"] for name in plan}
+        for name, (steps, _) in plan.items():
+            if stages[name]["planned"] != steps:
+                raise SystemExit(
+                    f"--reproduce: stage {name} planned {stages[name]['planned']} steps there, "
+                    f"{steps} here; that log comes from another version of this script"
+                )
     data = load_data(args.seed)
     tokenizer = build_tokenizer()
     clip = train_clip(data, tokenizer, *plan["clip"], args.seed, log)
@@ -788,6 +814,7 @@ def main(argv=None) -> Path:
     tqdm.write(f"generation accuracy {acc:.3f}: {[round(a, 2) for a in per]}")
     seconds = time.perf_counter() - t_start
     quick = " --quick" if args.quick else ""
+    log.pop("_stop_at", None)
     info = dict(
         command=(
             f"python -m safescore.sd.mini.train --out {args.out} --seed {args.seed} "
