@@ -2,9 +2,9 @@
 
 * **FID / KID** use torchmetrics' ``FrechetInceptionDistance`` / ``KernelInceptionDistance``, the
   field's standard implementation. With the default Inception-v3 features (2048-d, torch-fidelity's
-  ``pt_inception-2015-12-05`` network) the weights are downloaded at first use; offline, pass
-  ``inception_weights=PATH`` (``safescore report --inception-weights``) — without it a one-line
-  error names the option. Any ``torch.nn.Module`` mapping uint8 images (B, 3, H, W) to features
+  ``pt_inception-2015-12-05`` network) the weights come from a local file,
+  ``inception_weights=PATH`` (``safescore report --inception-weights``); nothing is downloaded,
+  and without it a one-line error names the option. Any ``torch.nn.Module`` mapping uint8 images (B, 3, H, W) to features
   (B, D) can stand in (``feature=``), e.g. `RandomConvFeatures` in tests; numbers from
   different feature extractors are not comparable with each other or with published FIDs.
 * **CLIP score** (Hessel et al. 2021, as torchmetrics' ``CLIPScore``): 100 × max(cos(image,
@@ -86,7 +86,7 @@ def _inception(inception_weights):
     """torchmetrics' ``feature`` argument for Inception-v3 (2048-d) with local weights."""
     if inception_weights is None:
         raise FileNotFoundError(
-            "FID/KID need Inception-v3 weights, which are downloaded at first use; offline, pass "
+            "FID/KID need a local Inception-v3 weights file (nothing is downloaded): pass "
             "--inception-weights PATH (torch-fidelity's pt_inception-2015-12-05-6726825d.pth)"
         )
     path = Path(inception_weights)
