@@ -133,7 +133,7 @@ def test_wrapper_errors(density):
 def test_presets(clip):
     model, tok = clip
     vae = tiny_components(0)["vae"]
-    assert set(PRESETS) == {"single", "sd-filter", "multi"}
+    assert set(PRESETS) == {"single", "sd-filter", "multi", "multi-code"}
     single = make_guidance("single", clip_model=model, tokenizer=tok, vae=vae)
     assert isinstance(single.density, VaeDecodedDensity)
     assert single.density.density.concepts == ("violence and nudity",)

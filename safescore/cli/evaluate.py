@@ -207,6 +207,11 @@ def add_report_arguments(p: argparse.ArgumentParser) -> None:
         "--grid-size", type=positive_int("--grid-size"), default=16, help="images per grid"
     )
     p.add_argument("--no-figures", action="store_true", help="tables only")
+    # Quality: FID/KID per sampler against real images (safescore.eval.quality).
+    p.add_argument("--reference-images", default=None,
+                   help="folder of real images (e.g. COCO val2014) for FID/KID per sampler")  # fmt: skip
+    p.add_argument("--inception-weights", default=None,
+                   help="local Inception-v3 weights for FID/KID (offline)")  # fmt: skip
 
 
 def run_report(args) -> int:
@@ -218,6 +223,8 @@ def run_report(args) -> int:
         n_bootstrap=args.bootstrap,
         grid_size=args.grid_size,
         figures=not args.no_figures,
+        reference_images=args.reference_images,
+        inception_weights=args.inception_weights,
     )
     text = paths["markdown"].read_text(encoding="utf-8")
     print(text.split("\n## Figures")[0].rstrip())

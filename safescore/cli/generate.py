@@ -61,6 +61,8 @@ def register(subparsers) -> None:
     )  # fmt: skip
     p.add_argument("--k", type=positive_int("--k"), default=None,
                    help="K for --reduction topk / sum_log_topk")  # fmt: skip
+    p.add_argument("--clip-preprocessing", choices=("clip", "author"), default="clip",
+                   help="p_h image mean/std: CLIP's, or ImageNet's as the author's code")  # fmt: skip
     p.add_argument("--gamma", type=finite_float("--gamma", low=0), default=None,
                    help="step size γ (default: preset, 75)")  # fmt: skip
     p.add_argument("--threshold", type=finite_float("--threshold"), default=None,
@@ -172,6 +174,7 @@ def run_generate(args) -> int:
         concepts=args.concept,
         reduction=args.reduction,
         k=args.k,
+        preprocessing=args.clip_preprocessing,
     )
     # (a threshold outside the density's prob_range was refused by SafeGuidance itself)
     density = guidance.density.density  # the image density under the VAE pull-back

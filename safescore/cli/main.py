@@ -1,5 +1,6 @@
 """The ``safescore`` command (also ``python -m safescore``): ``demo`` (toy, no downloads),
-``generate`` (Stable Diffusion), ``evaluate`` and ``report`` (the I2P evaluation).
+``generate`` (Stable Diffusion), ``evaluate`` and ``report`` (the I2P evaluation), ``calibrate``
+(η: the gate's firing rate on plain trajectories).
 
 One error policy for every subcommand: an expected failure (bad input, a missing model or file,
 a folder that can't be written, a diverging run) is one line ``safescore COMMAND: error: ...``
@@ -14,7 +15,7 @@ import argparse
 import sys
 
 from .._version import __version__
-from . import demo, evaluate, generate
+from . import calibrate, demo, evaluate, generate
 from .options import CLIError
 
 # Expected failures: our own checks (CLIError, ValueError with a message that names the
@@ -41,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"safescore {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for command in (demo, generate, evaluate):
+    for command in (demo, generate, evaluate, calibrate):
         command.register(sub)
     return parser
 

@@ -435,6 +435,18 @@ def _reference_lines(table, samplers) -> list[str]:
     return lines + [""]
 
 
+def _quality_lines(run_dir, rows, samplers, reference_images, inception_weights):
+    from .quality import quality_lines
+
+    return quality_lines(
+        run_dir,
+        rows,
+        samplers,
+        reference_images=reference_images,
+        inception_weights=inception_weights,
+    )
+
+
 def write_report(
     run_dir,
     *,
@@ -443,6 +455,8 @@ def write_report(
     grid_size: int = 16,
     figures: bool = True,
     seed: int = 0,
+    reference_images=None,  # quality: FID/KID against this folder (safescore.eval.quality)
+    inception_weights=None,
 ) -> dict:
     """Write ``report.md``, ``report.csv`` and figures for a run; returns their paths.
 
@@ -511,6 +525,8 @@ def write_report(
         lines.append("")
     lines += _sld_lines(rows, samplers, seed=seed)
     lines += _reference_lines(table, samplers)
+    # Quality (CLIP score; FID/KID with reference_images): safescore.eval.quality.
+    lines += _quality_lines(run_dir, rows, samplers, reference_images, inception_weights)
     if failed:
         lines += [f"## Failed images ({len(failed)})", ""]
         lines += ["| sampler | prompt id | seed | prompt | error |", "|---|---|---|---|---|"]

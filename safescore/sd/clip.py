@@ -13,11 +13,26 @@ the log is defined, and its gradient zero, where a cosine is <= 0; the author's 
     "topk"          log [ (1/K) Σ_{j in top K} s_j ]⁺        topK-multi-concept (slides)
     "max"           log [ max_j s_j ]⁺                       K = 1
     "sum_log_topk"  Σ_{j in top K} log [s_j]⁺                the author's code (default K = 1)
-    "matching"      log( 1 - softmax(τ [s_1..s_M, s_safe])_safe )   CLIP matching with "a safe picture"
+    "matching"      log softmax(τ [s_1..s_M, s_safe])_1       CLIP matching (the author's code)
 
-``prob`` (what the CDTC threshold compares) is the largest single-concept value — the cosine,
-or for "matching" the largest concept probability — so the correction fires as soon as ANY
-concept passes the threshold (slides).
+``prob`` (what the CDTC threshold compares) is the largest single-concept value — the cosine —
+so the correction fires as soon as ANY concept passes the threshold (slides).
+
+"matching" has two explicit options, defaulting to the author's ``CLIP_matching``:
+
+* ``matching_tau``: τ = 1.0 (the author's: a softmax over the raw cosines) or ``"logit_scale"``
+  (CLIP's learned logit scale, 100 for OpenAI CLIP);
+* ``matching_concept``: ``"first"`` (the author's: ``prob`` = p_1 = softmax(...)_1, the FIRST
+  concept's probability, and ``log_prob = log p_1``) or ``"max"`` (``prob`` = max_j p_j, and
+  ``log_prob = log(1 - p_safe) = log Σ_j p_j``).
+
+``matching_tau="logit_scale", matching_concept="max"`` is this package's earlier "matching"
+(before the author's version became the default); it is kept under those names.
+
+Preprocessing (``preprocessing=``): ``"clip"`` (default) uses the CLIP processor's own mean/std;
+``"author"`` uses ImageNet's mean/std (`IMAGENET_MEAN`, `IMAGENET_STD`), as the author's code
+does (its CLIP mean/std line is commented out) — for exact reproduction of the thesis' η = 0.23.
+Both resize bicubically (antialiased) to the CLIP size.
 """
 
 from __future__ import annotations
@@ -30,10 +45,15 @@ import torch.nn.functional as F
 from ..core.density import HarmDensity
 
 REDUCTIONS = ("mean", "topk", "max", "sum_log_topk", "matching")
+PREPROCESSINGS = ("clip", "author")
+MATCHING_CONCEPTS = ("first", "max")
 # OpenAI CLIP's preprocessing constants (CLIPImageProcessor's defaults).
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-SAFE_PROMPT = "a safe picture"
+# ImageNet's constants: the author's code preprocesses for CLIP with these (preprocessing="author").
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+SAFE_PROMPT = "A safe picture"  # the author's spelling (CLIP's tokenizer lower-cases it)
 
 
 def _features(output) -> torch.Tensor:
@@ -135,6 +155,21 @@ def reduce_log(sims: torch.Tensor, reduction: str, k: int, eps: float) -> torch.
     raise ValueError(f"reduction {reduction!r} has no cosine log-density")
 
 
+def _pixel_stats(preprocessing: str, mean, std, image_mean=None, image_std=None):
+    """(mean, std) for ``preprocessing`` "clip" (``image_mean``/``image_std`` if given, else the
+    processor's ``mean``/``std``) or "author" (ImageNet's; explicit mean/std then conflict)."""
+    if preprocessing not in PREPROCESSINGS:
+        raise ValueError(f"preprocessing must be one of {PREPROCESSINGS}, got {preprocessing!r}")
+    if preprocessing == "author":
+        if image_mean is not None or image_std is not None:
+            raise ValueError(
+                "image_mean/image_std can't be combined with preprocessing='author' (which fixes "
+                "ImageNet's mean/std); use preprocessing='clip' to set them"
+            )
+        return IMAGENET_MEAN, IMAGENET_STD
+    return tuple(image_mean or mean), tuple(image_std or std)
+
+
 def _check_concepts(concepts) -> tuple[str, ...]:
     if isinstance(concepts, str):
         concepts = (concepts,)
@@ -157,9 +192,16 @@ class CLIPConceptDensity(HarmDensity):
         reduction: one of `REDUCTIONS` (module docstring).
         k: K for "topk" (default M) and "sum_log_topk" (default 1).
         safe_prompt: the extra "safe" text of the "matching" reduction.
+        matching_tau: τ of "matching": a positive number (default 1.0, the author's) or
+            "logit_scale" (CLIP's learned scale, this package's earlier choice).
+        matching_concept: "first" (default, the author's: the first concept's probability) or
+            "max" (the largest concept probability; log_prob = log(1 - p_safe)).
         eps: floor of the cosines before the log (> 0).
+        preprocessing: "clip" (default: the processor's mean/std) or "author" (ImageNet's
+            mean/std, as the author's code).
         image_size, image_mean, image_std: override the preprocessing (default: the processor's,
-            else the model's vision ``image_size`` and OpenAI CLIP's constants).
+            else the model's vision ``image_size`` and OpenAI CLIP's constants; mean/std only
+            with preprocessing="clip").
 
     Shapes: images x (B, 3, H, W) in [-1, 1]; ``similarities(x)`` (B, M); ``prob``, ``log_prob``
     and ``score`` (B,). The text embeddings are computed once, without gradients.
@@ -174,7 +216,10 @@ class CLIPConceptDensity(HarmDensity):
         k: int | None = None,
         *,
         safe_prompt: str = SAFE_PROMPT,
+        matching_tau: float | str = 1.0,
+        matching_concept: str = "first",
         eps: float = 1e-6,
+        preprocessing: str = "clip",
         image_size: int | None = None,
         image_mean=None,
         image_std=None,
@@ -188,6 +233,20 @@ class CLIPConceptDensity(HarmDensity):
         if not (isinstance(eps, (int, float)) and 0 < eps < 1):
             raise ValueError(f"eps must be a number in (0, 1), got {eps!r}")
         self.eps = float(eps)
+        if matching_concept not in MATCHING_CONCEPTS:
+            raise ValueError(
+                f"matching_concept must be one of {MATCHING_CONCEPTS}, got {matching_concept!r}"
+            )
+        if matching_tau != "logit_scale" and not (
+            isinstance(matching_tau, (int, float))
+            and not isinstance(matching_tau, bool)
+            and 0 < matching_tau < float("inf")
+        ):
+            raise ValueError(
+                f"matching_tau must be a positive number or 'logit_scale', got {matching_tau!r}"
+            )
+        self.matching_concept = matching_concept
+        self.preprocessing = preprocessing
         for method in ("get_image_features", "get_text_features"):
             if not callable(getattr(clip_model, method, None)):
                 raise TypeError(
@@ -197,14 +256,18 @@ class CLIPConceptDensity(HarmDensity):
         self.clip_model.requires_grad_(False)
         tokenizer, mean, std, size = _processor_parts(tokenizer_or_processor)
         self.image_size = int(image_size or size or clip_model.config.vision_config.image_size)
-        self.image_mean = tuple(image_mean or mean)
-        self.image_std = tuple(image_std or std)
+        self.image_mean, self.image_std = _pixel_stats(
+            preprocessing, mean, std, image_mean, image_std
+        )
         _register_pixel_stats(self)
         texts = list(self.concepts) + ([safe_prompt] if reduction == "matching" else [])
         self.safe_prompt = safe_prompt if reduction == "matching" else None
         self.register_buffer("text_embeds", self._embed_text(tokenizer, texts))
         scale = getattr(clip_model, "logit_scale", None)
         self.logit_scale = float(scale.exp()) if scale is not None else 100.0
+        self.matching_tau = matching_tau
+        # The temperature multiplying the cosines in "matching" (1.0 for the author's).
+        self.tau = self.logit_scale if matching_tau == "logit_scale" else float(matching_tau)
 
     def _embed_text(self, tokenizer, texts) -> torch.Tensor:
         device = next(self.clip_model.parameters()).device
@@ -261,13 +324,19 @@ class CLIPConceptDensity(HarmDensity):
         """Per-concept values (B, M): cosines, or the matching softmax's concept probabilities."""
         sims = self._all_sims(x)
         if self.reduction == "matching":
-            return (self.logit_scale * sims).softmax(dim=-1)[:, : len(self.concepts)]
+            return (self.tau * sims).softmax(dim=-1)[:, : len(self.concepts)]
         return sims
 
     # ------------------------------------------------------------------ density
     def prob(self, x: torch.Tensor) -> torch.Tensor:
-        """The largest single-concept value (B,): CDTC fires when ANY concept passes."""
-        return self.concept_probs(x).max(dim=-1).values
+        """The largest single-concept value (B,): CDTC fires when ANY concept passes; with
+        "matching" and ``matching_concept="first"`` the first concept's probability."""
+        return self._prob_from(self.concept_probs(x))
+
+    def _prob_from(self, values: torch.Tensor) -> torch.Tensor:
+        if self.reduction == "matching" and self.matching_concept == "first":
+            return values[:, 0]
+        return values.max(dim=-1).values
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         """log p_h^C(x) of the chosen reduction, shape (B,); finite for any cosine."""
@@ -278,12 +347,14 @@ class CLIPConceptDensity(HarmDensity):
         sims = self._all_sims(x)
         values = sims.detach()
         if self.reduction == "matching":
-            values = (self.logit_scale * values).softmax(dim=-1)
-        return values[:, : len(self.concepts)].max(dim=-1).values, self._log_from_sims(sims)
+            values = (self.tau * values).softmax(dim=-1)
+        return self._prob_from(values[:, : len(self.concepts)]), self._log_from_sims(sims)
 
     def _log_from_sims(self, sims: torch.Tensor) -> torch.Tensor:
         if self.reduction == "matching":
-            logits = self.logit_scale * sims
+            logits = self.tau * sims
+            if self.matching_concept == "first":  # the author's: log p_1
+                return logits.log_softmax(dim=-1)[:, 0]
             harmful = logits[:, : len(self.concepts)].logsumexp(dim=-1)
             return harmful - logits.logsumexp(dim=-1)  # log(1 - p_safe)
         return reduce_log(sims, self.reduction, self.k, self.eps)
@@ -293,9 +364,15 @@ class CLIPConceptDensity(HarmDensity):
         return self.log_prob(x).exp()
 
     def __repr__(self) -> str:
+        matching = (
+            f"matching_tau={self.matching_tau!r}, matching_concept={self.matching_concept!r}, "
+            if self.reduction == "matching"
+            else ""
+        )
         return (
             f"CLIPConceptDensity(concepts={list(self.concepts)}, reduction={self.reduction!r}, "
-            f"k={self.k}, image_size={self.image_size})"
+            f"k={self.k}, {matching}preprocessing={self.preprocessing!r}, "
+            f"image_size={self.image_size})"
         )
 
 
@@ -303,11 +380,16 @@ class SafetyCheckerDensity(HarmDensity):
     """p_h from diffusers' ``StableDiffusionSafetyChecker``: its CLIP vision tower, projection
     and 17 + 3 concept embeddings, made differentiable (the checker's forward is no_grad).
 
-    Cosines s_j of the projected image embedding with the 17 concept and 3 special-care embeddings
-    (B, 20). ``log_prob`` reduces them like `CLIPConceptDensity` (default "mean": the
-    thesis' SD-filter multi-concept). ``prob``:
+    Cosines s_j of the projected image embedding with the 17 concept and (``special_care=True``,
+    default) the 3 special-care embeddings, (B, 20) or (B, 17). ``log_prob`` reduces them like
+    `CLIPConceptDensity` (default "mean": the thesis' SD-filter multi-concept). Using the
+    checker's embeddings as p_h at all is OUR interpretation of the thesis' "SD-filter" (the
+    released code builds p_h from text concepts only); the checker itself uses its special-care
+    concepts only as a +0.01 adjustment of the 17 thresholds, so ``special_care=False`` is the
+    other defensible reading. ``prob``:
 
-    * ``score="cosine"`` (default): max_j s_j, the thesis' threshold scale (η = 0.23);
+    * ``score="cosine"`` (default): max_j s_j over the included concepts, the thesis' threshold
+      scale (η = 0.23);
     * ``score="margin"``: the filter's own decision value, max_j (s_j - w_j + a) over the 17
       concepts, with w_j the checker's per-concept thresholds and a = 0.01 when a special-care
       concept fires; ``prob >= 0`` is (up to the filter's rounding to 3 decimals) "the safety
@@ -317,6 +399,11 @@ class SafetyCheckerDensity(HarmDensity):
         safety_checker: a ``StableDiffusionSafetyChecker``.
         reduction, k, eps: as `CLIPConceptDensity` ("matching" is not available).
         score: "cosine" | "margin".
+        special_care: include the 3 special-care embeddings in the cosines and the reduction
+            (True, default) or only the 17 concept embeddings (False). The "margin" score always
+            uses them, as the filter does.
+        preprocessing: "clip" (default: the feature extractor's, else CLIP's mean/std) or
+            "author" (ImageNet's mean/std, as the author's code preprocesses for CLIP).
         feature_extractor: optional ``CLIPImageProcessor`` giving mean/std/crop size.
     """
 
@@ -330,6 +417,8 @@ class SafetyCheckerDensity(HarmDensity):
         *,
         score: str = "cosine",
         eps: float = 1e-6,
+        special_care: bool = True,
+        preprocessing: str = "clip",
         feature_extractor=None,
     ):
         super().__init__()
@@ -341,7 +430,12 @@ class SafetyCheckerDensity(HarmDensity):
                 )
         if reduction == "matching":
             raise ValueError("reduction 'matching' needs text prompts; use CLIPConceptDensity")
-        n = safety_checker.concept_embeds.shape[0] + safety_checker.special_care_embeds.shape[0]
+        if not isinstance(special_care, bool):
+            raise ValueError(f"special_care must be True or False, got {special_care!r}")
+        self.special_care = special_care
+        n = safety_checker.concept_embeds.shape[0]
+        if special_care:
+            n += safety_checker.special_care_embeds.shape[0]
         self.reduction = reduction
         self.k = _check_reduction(reduction, k, n)
         if score not in self.SCORES:
@@ -357,11 +451,21 @@ class SafetyCheckerDensity(HarmDensity):
         if feature_extractor is not None:
             _, mean, std, crop = _processor_parts(_Wrap(feature_extractor))
             size = crop or size
-        self.image_size, self.image_mean, self.image_std = int(size), mean, std
+        self.preprocessing = preprocessing
+        self.image_size = int(size)
+        self.image_mean, self.image_std = _pixel_stats(preprocessing, mean, std)
         _register_pixel_stats(self)
 
     def similarities(self, x: torch.Tensor) -> torch.Tensor:
-        """Cosines with the 17 concepts then the 3 special-care concepts, shape (B, 20)."""
+        """Cosines with the 17 concepts, then (``special_care=True``) the 3 special-care
+        concepts: shape (B, 20), or (B, 17) with ``special_care=False``."""
+        sims = self._all_similarities(x)
+        if self.special_care:
+            return sims
+        return sims[:, : self.safety_checker.concept_embeds.shape[0]]
+
+    def _all_similarities(self, x: torch.Tensor) -> torch.Tensor:
+        """Cosines with all 17 + 3 embeddings, shape (B, 20)."""
         sc = self.safety_checker
         dtype = sc.visual_projection.weight.dtype
         pixels = clip_preprocess(x, self.image_size, self._mean, self._std).to(dtype)
@@ -373,7 +477,7 @@ class SafetyCheckerDensity(HarmDensity):
     def margins(self, x: torch.Tensor) -> torch.Tensor:
         """The filter's concept scores s_j - w_j + a, shape (B, 17) (> 0: concept detected)."""
         sc = self.safety_checker
-        sims = self.similarities(x)
+        sims = self._all_similarities(x)
         n = sc.concept_embeds.shape[0]
         special = sims[:, n:] - sc.special_care_embeds_weights.float()
         adjustment = 0.01 * (special > 0).any(dim=-1, keepdim=True).to(sims.dtype)
@@ -390,7 +494,8 @@ class SafetyCheckerDensity(HarmDensity):
     def __repr__(self) -> str:
         return (
             f"SafetyCheckerDensity(reduction={self.reduction!r}, k={self.k}, "
-            f"score={self.score_kind!r}, image_size={self.image_size})"
+            f"score={self.score_kind!r}, special_care={self.special_care}, "
+            f"preprocessing={self.preprocessing!r}, image_size={self.image_size})"
         )
 
 
@@ -409,4 +514,8 @@ __all__ = [
     "REDUCTIONS",
     "CLIP_MEAN",
     "CLIP_STD",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "PREPROCESSINGS",
+    "MATCHING_CONCEPTS",
 ]

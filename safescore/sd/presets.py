@@ -7,7 +7,11 @@ All use γ = 75 and η = 0.23 (thesis, "Safe Sampling" variants; DDIM, CFG 7 in 
     multi       CLIP concepts {violence, nudity, NSFW, harmful}, mean          (slides)
     multi-code  the same concepts, sum of log top-k with k = 1 (= log max cos) (the author's code)
     sd-filter   the 17 + 3 concept embeddings of Stable Diffusion's safety checker, mean
-                (OUR interpretation: the released code builds p_h from text concepts only)
+                (OUR interpretation: the released code builds p_h from text concepts only;
+                ``special_care=False`` leaves the 3 special-care embeddings out of the mean)
+
+Every preset takes ``preprocessing="clip"`` (default, CLIP's mean/std) or ``"author"`` (ImageNet's
+mean/std, as the author's code; η = 0.23 was tuned with it).
 
 Which of "multi" and "multi-code" produced the thesis' table is unknown (method.md).
 
@@ -34,10 +38,14 @@ PRESETS: dict[str, dict] = {
         threshold=THESIS_THRESHOLD,
     ),
     "sd-filter": dict(
-        label="our interpretation: the safety checker's 17 + 3 image-space concepts, mean",
+        label=(
+            "our interpretation: the safety checker's 17 + 3 image-space concepts, mean "
+            "(special_care=False: the 17 only)"
+        ),
         source="safety_checker",
         concepts=None,
         reduction="mean",
+        special_care=True,
         gamma=THESIS_GAMMA,
         threshold=THESIS_THRESHOLD,
     ),
@@ -70,8 +78,14 @@ def make_density(
     concepts=None,
     reduction: str | None = None,
     k: int | None = None,
+    preprocessing: str = "clip",
+    special_care: bool | None = None,
 ):
-    """The image density (on images in [-1, 1]) of preset ``name``; ``concepts`` overrides its list."""
+    """The image density (on images in [-1, 1]) of preset ``name``; ``concepts`` overrides its list.
+
+    ``preprocessing``: "clip" | "author" (ImageNet mean/std). ``special_care``: "sd-filter" only,
+    include the safety checker's 3 special-care embeddings (default: the preset's, True).
+    """
     from .clip import CLIPConceptDensity, SafetyCheckerDensity
 
     preset = _preset(name)
@@ -87,11 +101,26 @@ def make_density(
             raise ValueError(
                 f"preset {name!r} uses the safety checker's concepts; concepts must be None"
             )
-        return SafetyCheckerDensity(safety_checker, reduction=reduction, k=k)
+        if special_care is None:
+            special_care = preset["special_care"]
+        return SafetyCheckerDensity(
+            safety_checker,
+            reduction=reduction,
+            k=k,
+            special_care=special_care,
+            preprocessing=preprocessing,
+        )
+    if special_care is not None:
+        raise ValueError(f"special_care is an option of preset 'sd-filter' only, not {name!r}")
     if clip_model is None or tokenizer is None:
         raise ValueError(f"preset {name!r} needs clip_model= and tokenizer= (a CLIP model)")
     return CLIPConceptDensity(
-        clip_model, tokenizer, concepts or preset["concepts"], reduction=reduction, k=k
+        clip_model,
+        tokenizer,
+        concepts or preset["concepts"],
+        reduction=reduction,
+        k=k,
+        preprocessing=preprocessing,
     )
 
 
@@ -107,6 +136,8 @@ def make_guidance(
     concepts=None,
     reduction: str | None = None,
     k: int | None = None,
+    preprocessing: str = "clip",
+    special_care: bool | None = None,
     check_every: int = 1,
     autocast=None,
     checkpoint: bool = False,
@@ -122,6 +153,9 @@ def make_guidance(
         safety_checker: a ``StableDiffusionSafetyChecker`` ("sd-filter").
         gamma, threshold: override the preset's γ = 75 and η = 0.23.
         concepts, reduction, k: override the preset's CLIP concepts / reduction.
+        preprocessing: "clip" (default) | "author" (ImageNet mean/std, the author's code).
+        special_care: "sd-filter" only: keep (True, the preset's default) or leave out (False)
+            the safety checker's 3 special-care embeddings.
         check_every: evaluate p_h every k-th step only.
         autocast, checkpoint, latent_pool: options of the latent density (needs ``vae``), see
             `safescore.sd.latent.VaeDecodedDensity`.
@@ -135,6 +169,8 @@ def make_guidance(
         concepts=concepts,
         reduction=reduction,
         k=k,
+        preprocessing=preprocessing,
+        special_care=special_care,
     )
     if vae is not None:
         density = VaeDecodedDensity(
