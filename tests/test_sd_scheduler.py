@@ -94,7 +94,7 @@ def test_in_stable_diffusion_pipeline(density):
     harm, corrected = pipe.scheduler.history()
     assert harm.shape == (3, 1) and not corrected.any()
     # Always passing: moved, and the same images as SafeStableDiffusionPipeline's own loop.
-    guidance = SafeGuidance(density, 100.0, threshold=-1.0)
+    guidance = SafeGuidance(density, 100.0, threshold=0.0)
     pipe.scheduler.set_guidance(guidance, vae=pipe.vae)
     safe = pipe("a cat", generator=gen(), **KW).images
     assert pipe.scheduler.history()[1].all() and np.abs(safe - plain).max() > 1e-3
@@ -111,7 +111,7 @@ def test_in_stable_diffusion_xl_pipeline(density):
         pipe.scheduler, guidance=SafeGuidance(density, 100.0, threshold=1.0), vae=pipe.vae
     )
     assert np.abs(pipe("a cat", generator=gen(), **KW).images - plain).max() == 0.0
-    pipe.scheduler.set_guidance(SafeGuidance(density, 100.0, threshold=-1.0), vae=pipe.vae)
+    pipe.scheduler.set_guidance(SafeGuidance(density, 100.0, threshold=0.0), vae=pipe.vae)
     safe = pipe("a cat", generator=gen(), **KW).images
     harm, corrected = pipe.scheduler.history()
     assert safe.shape == (1, SIZE, SIZE, 3) and corrected.shape == (3, 1) and corrected.all()
