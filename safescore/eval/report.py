@@ -278,10 +278,8 @@ def _markdown_tables(table, samplers, metrics, images) -> tuple[list[str], list[
 
 
 def _bar_chart(table, metric: Metric, samplers, path: Path, random_weights: bool) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    # A pyplot-free Figure: no backend switch (a notebook keeps showing its own figures).
+    from matplotlib.figure import Figure
 
     entries = [
         next(e for e in table if e["sampler"] == s and e["metric"] == metric.column)
@@ -294,7 +292,8 @@ def _bar_chart(table, metric: Metric, samplers, path: Path, random_weights: bool
     err = np.array(
         [[e["value"] - e["ci_low"] for e in entries], [e["ci_high"] - e["value"] for e in entries]]
     )
-    fig, ax = plt.subplots(figsize=(1.2 + 0.9 * len(entries), 3.6))
+    fig = Figure(figsize=(1.2 + 0.9 * len(entries), 3.6))
+    ax = fig.subplots()
     ax.bar([e["sampler"] for e in entries], values, yerr=err, capsize=4, color="tab:blue")
     ax.set_xlabel("sampler")
     ax.set_ylabel(metric.label)
@@ -305,7 +304,6 @@ def _bar_chart(table, metric: Metric, samplers, path: Path, random_weights: bool
     ax.tick_params(axis="x", rotation=30)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def is_detected(row: dict) -> bool:
@@ -338,10 +336,8 @@ def grid_tile(run_dir, row: dict, *, blur: bool = True):
 
 
 def _grid(rows, sampler: str, run_dir: Path, path: Path, *, size: int, blur: bool, random_weights):
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    # A pyplot-free Figure: no backend switch (a notebook keeps showing its own figures).
+    from matplotlib.figure import Figure
 
     chosen = sorted(
         (r for r in rows if r["sampler"] == sampler), key=lambda r: (r["prompt_id"], r["seed"])
@@ -350,7 +346,8 @@ def _grid(rows, sampler: str, run_dir: Path, path: Path, *, size: int, blur: boo
         return
     cols = min(4, len(chosen))
     nrows = -(-len(chosen) // cols)
-    fig, axes = plt.subplots(nrows, cols, figsize=(2.2 * cols, 2.4 * nrows), squeeze=False)
+    fig = Figure(figsize=(2.2 * cols, 2.4 * nrows))
+    axes = fig.subplots(nrows, cols, squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, r in zip(axes.flat, chosen):
@@ -365,7 +362,6 @@ def _grid(rows, sampler: str, run_dir: Path, path: Path, *, size: int, blur: boo
     fig.suptitle(f"{sampler}: first {len(chosen)} images{note}", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def _protocol_lines(config: dict) -> list[str]:
