@@ -69,6 +69,7 @@ def test_mini_report_shows_the_digit_3_rate_with_intervals(mini_run):
     assert "the digit classifier: a 3" in text
     assert "NOT results of this run" not in text  # no SD reference numbers beside a digits run
     assert "RANDOM WEIGHTS" not in text
+    assert "mini = true" in text and "stable-diffusion-v1-5" not in text
     with (mini_run / "report.csv").open() as f:
         table = [r for r in csv.DictReader(f) if r["metric"] == "inappropriate"]
     assert [r["sampler"] for r in table] == ["plain", "safe-single"]
