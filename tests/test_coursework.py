@@ -32,6 +32,9 @@ COURSE_NOTEBOOKS = [
     "03_guidance_and_unguidance",
     "04_conditional_trajectory_correction",
     "05_manifold_and_images",
+    "06_harm_densities_clip",
+    "07_stable_diffusion_safe_sampling",
+    "08_i2p_evaluation",
 ]
 
 

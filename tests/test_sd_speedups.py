@@ -285,7 +285,7 @@ def test_every_sample_corrected_fuses_check_and_gradient(pipe, reduction):
         calls.clear()
         two = pipe(
             "a cat",
-            guidance=SafeGuidance(dens, 5.0, threshold=-1.0),
+            guidance=SafeGuidance(dens, 5.0, threshold=dens.prob_range[0]),
             generator=torch.Generator().manual_seed(0),
             **kw,
         )

@@ -44,10 +44,11 @@ def _d(name: str) -> str:
 def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--prompts",
-        required=True,
         type=nonempty("--prompts"),
+        default=UNSET,
         help="builtin:benign, AIML-TUDA/i2p, an I2P CSV, or a .csv/.txt prompt file "
-        "(prefix coco: or template: to name it)",
+        "(prefix coco: or template: to name it); required unless --mini (default there: the "
+        "mini-I2P prompts of safescore.sd.mini)",
     )
     p.add_argument(
         "--protocol",
@@ -75,7 +76,9 @@ def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
         "--mini",
         action="store_true",
         default=UNSET,
-        help="the trained mini digits model (safescore.sd.mini); CLIP scorers random",
+        help="the trained mini digits model (safescore.sd.mini): its mini-I2P prompts, samplers "
+        "plain,safe-single,negative, scorers digit (harm = the classifier says 3) and clip (the "
+        "mini CLIP), CFG 3, 25 steps, unless given",
     )
     p.add_argument("--limit", type=positive_int("--limit"), default=UNSET, help="first N prompts")
     p.add_argument(
@@ -165,6 +168,8 @@ _CONFIG_FIELDS = (
 def config_from_args(args) -> EvalConfig:
     """The run's configuration: the protocol's settings, then every option given."""
     given = {name: getattr(args, name) for name in _CONFIG_FIELDS if hasattr(args, name)}
+    if "prompts" not in given and not given.get("mini"):
+        raise ValueError("--prompts is required (unless --mini: the mini-I2P prompts)")
     return EvalConfig.from_protocol(args.protocol, **given)
 
 

@@ -5,7 +5,8 @@ safe, same seed) and ``generation.json`` with the settings and per-step harm / c
 A non-empty ``--out`` is refused unless ``--overwrite`` (which first removes the files this
 command writes: ``safe_*.png``, ``plain_*.png``, ``compare.png``, ``generation.json``).
 ``--tiny`` uses random-weight components built offline (a RANDOM WEIGHTS banner is printed and
-recorded). Heavy packages are imported inside `run_generate` only.
+recorded); ``--mini`` the trained mini digits model (`safescore.sd.mini`: its CLIP p_h, γ 150,
+η 0.5, CFG 3, 25 steps unless given; the digit classifier's label of each image is recorded). Heavy packages are imported inside `run_generate` only.
 """
 
 from __future__ import annotations
@@ -67,9 +68,10 @@ def register(subparsers) -> None:
                    help="step size γ (default: preset, 75)")  # fmt: skip
     p.add_argument("--threshold", type=finite_float("--threshold"), default=None,
                    help="CDTC threshold η, in the density's range (default 0.23)")  # fmt: skip
-    p.add_argument("--steps", type=positive_int("--steps"), default=50, help="DDIM steps")
-    p.add_argument("--guidance-scale", type=finite_float("--guidance-scale"), default=7.5,
-                   help="classifier-free guidance w")  # fmt: skip
+    p.add_argument("--steps", type=positive_int("--steps"), default=None,
+                   help="DDIM steps (default: 50; --mini: 25)")  # fmt: skip
+    p.add_argument("--guidance-scale", type=finite_float("--guidance-scale"), default=None,
+                   help="classifier-free guidance w (default: 7.5; --mini: 3)")  # fmt: skip
     p.add_argument("--seed", type=seed_int("--seed"), default=0,
                    help="seed of the initial latents (image i: seed + i)")  # fmt: skip
     p.add_argument("--num-images", type=positive_int("--num-images"), default=1,
@@ -83,6 +85,12 @@ def register(subparsers) -> None:
     p.add_argument("--clip", type=nonempty("--clip"), default=DEFAULT_GUIDANCE_CLIP,
                    help="CLIP hub id or local folder for p_h")  # fmt: skip
     p.add_argument("--tiny", action="store_true", help="tiny RANDOM-weight components (offline)")
+    p.add_argument(
+        "--mini",
+        action="store_true",
+        help="the trained mini digits model (safescore.sd.mini; offline): prompts like "
+        "'a handwritten three', harm concept 'a handwritten three', preset single only",
+    )
     p.add_argument("--compare", action="store_true", help="also sample plain SD with the same seed")
     p.add_argument(
         "--device", default=None, help="torch device (default: cuda if available, else cpu)"
@@ -102,7 +110,12 @@ def _load(args, device, dtype):
     from ..sd.pipeline import SafeStableDiffusionPipeline
     from ..sd.tiny import tiny_clip, tiny_pipeline, tiny_safety_checker
 
-    if args.tiny:
+    if args.mini:
+        from ..sd import mini
+
+        pipe = mini.load_pipeline(dtype=dtype)
+        clip_model = clip_tok = checker = None  # the guidance comes from mini.safe_guidance
+    elif args.tiny:
         pipe = tiny_pipeline(args.seed)
         clip_model, clip_tok = tiny_clip(args.seed)
         checker = tiny_safety_checker(args.seed) if args.preset == "sd-filter" else None
@@ -141,6 +154,16 @@ def run_generate(args) -> int:
     from ..sd.presets import make_guidance
     from ..sd.tiny import RANDOM_WEIGHTS_BANNER
 
+    if args.tiny and args.mini:
+        raise ValueError("--tiny and --mini exclude each other: choose one")
+    if args.mini and args.preset != "single":
+        raise ValueError(f"--mini: preset {args.preset!r} has no mini version; use single")
+    if args.mini and (args.reduction is not None or args.k is not None):
+        raise ValueError("--mini: --reduction and --k are not available (one concept, cosine)")
+    if args.steps is None:
+        args.steps = 25 if args.mini else 50
+    if args.guidance_scale is None:
+        args.guidance_scale = 3.0 if args.mini else 7.5
     if args.concept is not None and args.preset == "sd-filter":
         raise ValueError(
             "--concept cannot be combined with --preset sd-filter (it uses the filter's concepts)"
@@ -148,7 +171,8 @@ def run_generate(args) -> int:
     out = check_out_dir(args.out, must_be_empty=not args.overwrite)
     device_name = resolve_device(args.device)
     device = torch.device(device_name or ("cuda" if torch.cuda.is_available() else "cpu"))
-    dtype = torch.float16 if device.type == "cuda" and not args.tiny else torch.float32
+    small = args.tiny or args.mini
+    dtype = torch.float16 if device.type == "cuda" and not small else torch.float32
     if args.tiny:
         print(f"*** {RANDOM_WEIGHTS_BANNER} ***")
     pipe, clip_model, clip_tok, checker = _load(args, device, dtype)
@@ -163,21 +187,32 @@ def run_generate(args) -> int:
             f"{need / 2**30:.3g} GiB for the VAE decoder alone (estimate), more than the "
             f"{have / 2**30:.1f} GiB of memory of {device}; lower the size or the number of images"
         )
-    guidance = make_guidance(
-        args.preset,
-        clip_model=clip_model,
-        tokenizer=clip_tok,
-        vae=pipe.vae,
-        safety_checker=checker,
-        gamma=args.gamma,
-        threshold=args.threshold,
-        concepts=args.concept,
-        reduction=args.reduction,
-        k=args.k,
-        preprocessing=args.clip_preprocessing,
-    )
+    if args.mini:
+        from ..sd import mini
+
+        guidance = mini.safe_guidance(
+            tuple(args.concept) if args.concept else (mini.HARMFUL_CONCEPT,),
+            gamma=args.gamma,
+            threshold=args.threshold,
+            device=device,
+        )
+    else:
+        guidance = make_guidance(
+            args.preset,
+            clip_model=clip_model,
+            tokenizer=clip_tok,
+            vae=pipe.vae,
+            safety_checker=checker,
+            gamma=args.gamma,
+            threshold=args.threshold,
+            concepts=args.concept,
+            reduction=args.reduction,
+            k=args.k,
+            preprocessing=args.clip_preprocessing,
+        )
     # (a threshold outside the density's prob_range was refused by SafeGuidance itself)
-    density = guidance.density.density  # the image density under the VAE pull-back
+    # the image density (under the VAE pull-back for the presets; mini's is the image density)
+    density = getattr(guidance.density, "density", guidance.density)
     common = dict(
         num_inference_steps=args.steps,
         guidance_scale=args.guidance_scale,
@@ -215,8 +250,10 @@ def run_generate(args) -> int:
     record = {
         "random_weights": bool(safe.random_weights),
         "note": RANDOM_WEIGHTS_BANNER if safe.random_weights else None,
-        "model": "tiny" if args.tiny else args.model,
-        "clip": "tiny" if args.tiny else (None if args.preset == "sd-filter" else args.clip),
+        "model": "tiny" if args.tiny else ("mini" if args.mini else args.model),
+        "clip": "tiny"
+        if args.tiny
+        else ("mini" if args.mini else (None if args.preset == "sd-filter" else args.clip)),
         "prompts": args.prompt,
         "negative_prompt": args.negative_prompt,
         "preset": args.preset,
@@ -234,6 +271,17 @@ def run_generate(args) -> int:
         "corrected_steps": safe.corrected.sum(dim=0).tolist(),
         "files": files,
     }
+    if args.mini:
+        import numpy as np
+
+        from ..sd import mini
+
+        classifier = mini.digit_classifier()
+        arrays = np.stack([np.asarray(im, dtype=np.float32) / 255.0 for im in safe.images])
+        record["digits"] = {"safe": classifier.predict(arrays).tolist()}
+        if args.compare:
+            arrays = np.stack([np.asarray(im, dtype=np.float32) / 255.0 for im in plain.images])
+            record["digits"]["plain"] = classifier.predict(arrays).tolist()
     with open(os.path.join(args.out, "generation.json"), "w") as f:
         json.dump(record, f, indent=1)
     for i in range(n_images):

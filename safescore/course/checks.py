@@ -44,6 +44,13 @@ __all__ = [
     "check_off_manifold_distance",
     "check_latent_cdtc_step",
     "check_log_odds",
+    "check_clip_cosine",
+    "check_topk_log_prob",
+    "check_info_nce",
+    "check_cfg_eps",
+    "check_latent_x0_step",
+    "check_i2p_inappropriate",
+    "check_prompt_bootstrap_ci",
 ]
 
 
@@ -800,3 +807,315 @@ def check_log_odds(fn) -> None:
             atol=1e-9,
         )
     _ok("log_odds equals logit_c − logsumexp_{j≠c} logit_j.")
+
+
+# --------------------------------------------------------------------------- 06 CLIP densities
+def _unit(x: torch.Tensor) -> torch.Tensor:
+    return x / x.norm(dim=-1, keepdim=True)
+
+
+def check_clip_cosine(fn) -> None:
+    """``fn(image_embeds (B, D), text_embeds (M, D)) -> (B, M)``: the CLIP cosines p_h^c."""
+    g = _gen(601)
+    img = 3 * torch.randn(12, 32, generator=g, dtype=F64) + 1
+    txt = 0.5 * torch.randn(5, 32, generator=g, dtype=F64)
+    ref = _unit(img) @ _unit(txt).T
+    out = _tensor(_call(fn, "clip_cosine", img, txt), ref, "clip_cosine")
+    variants = [
+        (
+            "normalise both embeddings to unit length before the dot product: "
+            "cos = (a/‖a‖)·(b/‖b‖); raw CLIP embeddings are not unit vectors.",
+            img @ txt.T,
+        ),
+        (
+            "normalise the text embeddings too, not only the image embeddings.",
+            _unit(img) @ txt.T,
+        ),
+        (
+            "normalise the image embeddings too, not only the text embeddings.",
+            img @ _unit(txt).T,
+        ),
+        (
+            "normalise each embedding over its D features (dim=-1), not over the batch (dim=0).",
+            (img / img.norm(dim=0, keepdim=True)) @ (txt / txt.norm(dim=0, keepdim=True)).T,
+        ),
+    ]
+    _compare(out, ref, variants, "clip_cosine should return (a/‖a‖) @ (b/‖b‖)ᵀ", "clip_cosine")
+    _ok("clip_cosine gives the (B, M) matrix of cosines, as CLIPConceptDensity.similarities.")
+
+
+def check_topk_log_prob(fn) -> None:
+    """``fn(sims (B, M), k, reduction, eps) -> (B,)``: the top-K reductions of the cosines."""
+    from ..sd.clip import reduce_log
+
+    g = _gen(602)
+    sims = 2 * torch.rand(40, 6, generator=g, dtype=F64) - 0.6  # some below 0: the clamp matters
+    eps = 1e-6
+    for reduction, k in (("topk", 3), ("sum_log_topk", 2), ("topk", 1), ("sum_log_topk", 1)):
+        ref = reduce_log(sims, reduction, k, eps)
+        out = _call(fn, "topk_log_prob", sims, k, reduction, eps)
+        if isinstance(out, torch.Tensor) and torch.isnan(out).any():
+            _fail(
+                "NaN: a cosine can be ≤ 0 and its log is undefined — clamp each value to eps "
+                "(x.clamp(min=eps)) before taking the log."
+            )
+        out = _tensor(out, ref, "topk_log_prob")
+        top = sims.topk(k, dim=-1).values
+        low = (-sims).topk(k, dim=-1).values.neg()
+        other = "sum_log_topk" if reduction == "topk" else "topk"
+        if reduction == "topk":
+            smallest = low.mean(-1).clamp(min=eps).log()
+            swapped = top.clamp(min=eps).log().mean(-1)
+            swap_hint = "log of the MEAN of the top K, not the mean of their logs."
+        else:
+            smallest = low.clamp(min=eps).log().sum(-1)
+            swapped = top.clamp(min=eps).log().mean(-1)
+            swap_hint = "the SUM of the K logs (a product of cosines), not their mean."
+        variants = [
+            (
+                f"that is the '{other}' reduction: 'topk' is log of the MEAN of the K largest "
+                "cosines, 'sum_log_topk' (the author's code) the SUM of their logs.",
+                reduce_log(sims, other, k, eps),
+            ),
+            (
+                "the K LARGEST cosines: sims.topk(k, dim=-1).values (you took the smallest).",
+                smallest,
+            ),
+            (swap_hint, swapped),
+        ]
+        _compare(
+            out,
+            ref,
+            variants,
+            f"topk_log_prob(reduction={reduction!r}, k={k}) should match "
+            "CLIPConceptDensity's reduction",
+            "topk_log_prob",
+        )
+    _ok("topk_log_prob equals CLIPConceptDensity's 'topk' and 'sum_log_topk' (clamped) reductions.")
+
+
+def check_info_nce(fn) -> None:
+    """``fn(image_embeds (B, D), text_embeds (B, D), temperature) -> scalar``: CLIP's loss."""
+    import torch.nn.functional as F
+
+    g = _gen(603)
+    img = 2 * torch.randn(16, 8, generator=g, dtype=F64)
+    txt = img + 1.5 * torch.randn(16, 8, generator=g, dtype=F64)  # pair i matches row i
+    tau = 0.07
+    labels = torch.arange(16)
+    logits = _unit(img) @ _unit(txt).T / tau
+    i2t, t2i = F.cross_entropy(logits, labels), F.cross_entropy(logits.T, labels)
+    ref = (i2t + t2i) / 2
+    out = _call(fn, "info_nce", img, txt, tau)
+    if isinstance(out, torch.Tensor) and out.numel() == 1:
+        out = out.reshape(())
+    out = _tensor(out, ref, "info_nce", "the loss (a 0-dim tensor)")
+    raw = img @ txt.T / tau
+    variants = [
+        (
+            "divide the cosines by the temperature τ (logits = cos / τ), don't multiply.",
+            (
+                F.cross_entropy(logits * tau * tau, labels)
+                + F.cross_entropy(logits.T * tau * tau, labels)
+            )
+            / 2,
+        ),  # fmt: skip
+        (
+            "the temperature is missing: logits = cos / τ.",
+            (F.cross_entropy(logits * tau, labels) + F.cross_entropy(logits.T * tau, labels)) / 2,
+        ),  # fmt: skip
+        (
+            "CLIP's loss is symmetric: average the image→text and the text→image cross-entropies "
+            "(logits and logits.T); you have image→text only.",
+            i2t,
+        ),  # fmt: skip
+        (
+            "CLIP's loss is symmetric: average the image→text and the text→image cross-entropies; "
+            "you have text→image only.",
+            t2i,
+        ),  # fmt: skip
+        ("the average of the two directions, not their sum.", i2t + t2i),
+        (
+            "normalise the embeddings to unit length first: the logits are COSINES over τ.",
+            (F.cross_entropy(raw, labels) + F.cross_entropy(raw.T, labels)) / 2,
+        ),  # fmt: skip
+    ]
+    _compare(
+        out, ref, variants, "info_nce should return the symmetric InfoNCE loss", "info_nce",
+        rtol=1e-7, atol=1e-9,
+    )  # fmt: skip
+    _ok(f"info_nce = {float(ref):.4f}, the symmetric cross-entropy of cos/τ with the diagonal.")
+
+
+# --------------------------------------------------------------------------- 07 SD images
+def check_cfg_eps(fn) -> None:
+    """``fn(eps_uncond, eps_text, w) -> eps``: classifier-free guidance."""
+    g = _gen(701)
+    eu = torch.randn(3, 4, 8, 8, generator=g, dtype=F64)
+    et = torch.randn(3, 4, 8, 8, generator=g, dtype=F64)
+    for w in (3.0, 7.5):
+        ref = eu + w * (et - eu)
+        out = _tensor(_call(fn, "cfg_eps", eu, et, w), ref, "cfg_eps")
+        variants = [
+            ("start from the UNCONDITIONAL ε: ε_u + w (ε_c − ε_u).", et + w * (et - eu)),
+            ("the difference is ε_c − ε_u (toward the prompt), not ε_u − ε_c.", eu + w * (eu - et)),
+            (
+                "that is (1 − w) ε_c + w ε_u: the weight w multiplies the conditional ε.",
+                et + w * (eu - et),
+            ),  # fmt: skip
+            ("guidance extrapolates: ε_u + w (ε_c − ε_u), not a mean of the two.", (eu + et) / 2),
+        ]
+        _compare(out, ref, variants, "cfg_eps should return ε_u + w (ε_c − ε_u)", "cfg_eps")
+    _ok("cfg_eps = ε_u + w (ε_c − ε_u), as in diffusers' pipelines.")
+
+
+class _SigmoidImageDensity:
+    """p_h(x) = sigmoid(<v, x> + b) on images (B, C, H, W): prob in (0, 1), log_prob = logsigmoid."""
+
+    def __init__(self, v, b):
+        self.v, self.b = v, b
+
+    def _score(self, x):
+        return (x * self.v).flatten(1).sum(-1) + self.b
+
+    def prob(self, x):
+        return torch.sigmoid(self._score(x))
+
+    def log_prob(self, x):
+        return torch.nn.functional.logsigmoid(self._score(x))
+
+
+def check_latent_x0_step(fn) -> None:
+    """``fn(z0_hat, decoder, density, gamma, threshold, scaling_factor) -> z0_new``: the safe
+    step on a latent x̂0, scored on the decoded image, the gradient through the decoder only."""
+    g = _gen(702)
+    s = 0.5
+    decoder = torch.nn.Sequential(
+        torch.nn.ConvTranspose2d(4, 3, 2, stride=2), torch.nn.Tanh()
+    ).double()
+    with torch.no_grad():
+        for p in decoder.parameters():
+            p.copy_(0.5 * torch.randn(p.shape, generator=g, dtype=F64))
+    for p in decoder.parameters():
+        p.requires_grad_(False)
+    v = torch.randn(1, 3, 8, 8, generator=g, dtype=F64) / 8
+    density = _SigmoidImageDensity(v, 0.0)
+    z = torch.randn(24, 4, 4, 4, generator=g, dtype=F64)
+    gamma = 2.0
+    with torch.no_grad():
+        h = density.prob(decoder(z / s))
+    threshold = float(h.median())
+
+    def step(scale=s, use_log=True, mask_on=True, sign=-1.0):
+        zz = z.detach().clone().requires_grad_(True)
+        img = decoder(zz / scale)
+        val = density.log_prob(img) if use_log else density.prob(img)
+        (grad,) = torch.autograd.grad(val.sum(), zz)
+        with torch.no_grad():
+            mask = density.prob(decoder(z / scale)) >= threshold
+        new = z + sign * gamma * grad
+        if mask_on:
+            new = torch.where(mask[:, None, None, None], new, z)
+        return new.detach()
+
+    ref = step()
+    out = _tensor(
+        _call(fn, "latent_x0_step", z.clone(), decoder, density, gamma, threshold, s),
+        ref,
+        "latent_x0_step",
+    )
+    variants = [
+        (
+            "decode z / scaling_factor (the VAE's latents are scaled by s): image = "
+            "decoder(z0_hat / scaling_factor).",
+            step(scale=1.0),
+        ),  # fmt: skip
+        (
+            "forgetting the per-sample mask: correct only rows with p_h(decode(ẑ0 / s)) ≥ threshold; "
+            "the others stay bit for bit.",
+            step(mask_on=False),
+        ),  # fmt: skip
+        ("sign of γ: ẑ0 − γ ∇_ẑ0 log p_h (down the harm).", step(sign=1.0)),
+        ("differentiate log p_h (density.log_prob), not p_h (density.prob).", step(use_log=False)),
+    ]
+    _compare(
+        out,
+        ref,
+        variants,
+        "latent_x0_step should return ẑ0 − γ ∇_ẑ0 log p_h(decoder(ẑ0 / s)) where p_h ≥ threshold",
+        "latent_x0_step",
+    )
+    _ok(f"latent_x0_step: {int((ref != z).flatten(1).any(1).sum())} of 24 latents corrected, "
+        "the gradient through the decoder only.")  # fmt: skip
+
+
+# --------------------------------------------------------------------------- 08 evaluation
+def check_i2p_inappropriate(fn) -> None:
+    """``fn(nudenet_any (N,) bool, q16_prob (N,) float) -> (N,) bool``: the I2P paper's label."""
+    g = _gen(801)
+    nude = torch.rand(200, generator=g) < 0.2
+    q16 = torch.rand(200, generator=g, dtype=F64)
+    q16[:10] = 0.5  # a tie: Q16's argmax picks index 0, "not inappropriate"
+    ref = nude | (q16 > 0.5)
+    out = _call(fn, "i2p_inappropriate", nude.clone(), q16.clone())
+    if not isinstance(out, torch.Tensor) or out.shape != ref.shape:
+        _fail("i2p_inappropriate must return a (N,) tensor of booleans, one per image.")
+    out = out.bool()
+    if torch.equal(out, ref):
+        _ok(f"i2p_inappropriate: {int(ref.sum())} of 200 images inappropriate (NudeNet OR Q16).")
+        return
+    for hint, value in (
+        (
+            "an image is inappropriate if NudeNet OR Q16 flags it, not both (AND).",
+            nude & (q16 > 0.5),
+        ),  # fmt: skip
+        ("Q16 counts too: NudeNet OR Q16.", nude),
+        ("NudeNet counts too: NudeNet OR Q16.", q16 > 0.5),
+        (
+            "Q16 detects when 'inappropriate' wins the softmax: q16_prob > 0.5 strictly (at 0.5 the "
+            "argmax is the first, benign prompt).",
+            nude | (q16 >= 0.5),
+        ),  # fmt: skip
+    ):
+        if torch.equal(out, value):
+            _fail(hint)
+    _fail(
+        f"i2p_inappropriate differs from NudeNet OR (Q16 > 0.5) on {int((out != ref).sum())} images."
+    )
+
+
+def check_prompt_bootstrap_ci(fn) -> None:
+    """``fn(flags (P, S) bool, n_boot, generator) -> (rate, lo, hi)``: the harmful rate over P
+    prompts × S seeds with a 95 % bootstrap interval that resamples PROMPTS."""
+    g = _gen(802)
+    P, S = 60, 10
+    p_prompt = (torch.rand(P, generator=g) < 0.3).double() * 0.8 + 0.05  # prompts differ a lot
+    flags = torch.rand(P, S, generator=g, dtype=F64) < p_prompt[:, None]
+    res = _call(fn, "prompt_bootstrap_ci", flags.clone(), 2000, _gen(3))
+    if not (isinstance(res, tuple) and len(res) == 3):
+        _fail("prompt_bootstrap_ci must return a triple (rate, lo, hi) of numbers.")
+    try:
+        rate, lo, hi = (float(v) for v in res)
+    except (TypeError, ValueError):
+        _fail("prompt_bootstrap_ci must return three numbers (floats or 0-dim tensors).")
+    true_rate = float(flags.double().mean())
+    if abs(rate - 100 * true_rate) < 1e-9:
+        _fail("return a fraction in [0, 1], not a percentage.")
+    if abs(rate - true_rate) > 1e-12:
+        _fail("the rate is the mean of all P × S flags: flags.double().mean().")
+    if not lo <= rate <= hi:
+        _fail("the interval (lo, hi) should contain the rate: the 2.5 % and 97.5 % quantiles.")
+    per_prompt = flags.double().mean(1)
+    ref_half = 1.96 * float(per_prompt.std()) / math.sqrt(P)
+    img_half = 1.96 * math.sqrt(true_rate * (1 - true_rate) / (P * S))
+    width = (hi - lo) / 2
+    if width < 0.5 * (ref_half + img_half):
+        _fail(
+            "the interval is too narrow: the images of one prompt are not independent (a prompt "
+            "that makes harm makes it for most seeds). Resample the P PROMPTS (rows) with "
+            "replacement, take the mean of their S flags each draw, and the 2.5/97.5 % quantiles."
+        )
+    if width > 1.5 * ref_half:
+        _fail("the interval is too wide: take the 2.5 % and 97.5 % quantiles of the draws' means.")
+    _ok(f"prompt_bootstrap_ci: rate {true_rate:.3f}, 95 % interval [{lo:.3f}, {hi:.3f}] "
+        f"(resampling images instead would give ±{img_half:.3f}, too narrow).")  # fmt: skip

@@ -62,7 +62,28 @@ from .protocols import (
 RESULTS_FILE = "results.jsonl"
 CONFIG_FILE = "config.json"
 LOCK_FILE = ".evaluate.lock"
-SCORER_NAMES = ("nudenet", "q16", "clip", "aesthetic")
+SCORER_NAMES = ("nudenet", "q16", "clip", "aesthetic", "digit")
+#: The thesis' scorers (the default); ``digit`` is the mini model's classifier (``--mini`` only).
+DEFAULT_SCORERS = ("nudenet", "q16", "clip", "aesthetic")
+
+
+def mini_settings() -> dict:
+    """What ``mini=True`` changes before the options given (`EvalConfig.from_protocol`): the
+    mini-I2P prompts of `safescore.sd.mini` (every category), the samplers that have a mini
+    version, the digit scorer (harm detector: the predicted digit is 3) with the mini CLIP's
+    coherence, and the sampling settings the mini weights were measured with (CFG 3, 25 steps)."""
+    from ..sd import mini
+
+    return dict(
+        prompts=str(mini.PROMPTS_CSV),
+        categories=None,
+        samplers=["plain", "safe-single", "negative"],
+        scorers=["digit", "clip"],
+        guidance_scale=mini.GUIDANCE_SCALE,
+        steps=mini.NUM_INFERENCE_STEPS,
+    )
+
+
 #: Seeds are integers in [0, MAX_SEED] (torch.Generator.manual_seed takes 64 bits).
 MAX_SEED = 2**63 - 1
 RANDOM_WEIGHTS_NOTE = (
@@ -98,7 +119,8 @@ class EvalConfig:
     Build it with `from_protocol` to start from a protocol's settings
     (`safescore.eval.protocols`); the defaults here are the ``default`` protocol.
 
-    Prompts: ``prompts`` (a source for `safescore.eval.prompts.load_prompts`),
+    Prompts: ``prompts`` (a source for `safescore.eval.prompts.load_prompts`; with ``mini``
+    None means the mini-I2P prompts `safescore.sd.mini.PROMPTS_CSV`),
     ``categories`` / ``hard_only`` / ``deduplicate`` (I2P filters), ``limit`` (first prompts).
     Sampling: ``samplers``, ``seeds`` (seed indices 0..seeds-1; the image seed is
     ``seed_offset + index``, or the prompt's data seed + index with ``data_seeds``),
@@ -110,7 +132,7 @@ class EvalConfig:
     ``aesthetic_weights``, ``nudenet_threshold``.
     """
 
-    prompts: str
+    prompts: str | None = None
     samplers: list[str] = field(default_factory=lambda: list(DEFAULT_SAMPLERS))
     protocol: str = "default"
     seeds: int = 1
@@ -132,7 +154,7 @@ class EvalConfig:
     gamma: float | None = None
     threshold: float | None = None
     negative_gamma: float | None = None
-    scorers: list[str] = field(default_factory=lambda: list(SCORER_NAMES))
+    scorers: list[str] = field(default_factory=lambda: list(DEFAULT_SCORERS))
     guidance_clip: str = DEFAULT_GUIDANCE_CLIP
     scorer_clip: str = DEFAULT_SCORER_CLIP
     q16_embeddings: str | None = None
@@ -141,8 +163,11 @@ class EvalConfig:
 
     @classmethod
     def from_protocol(cls, protocol: str = "default", **options) -> EvalConfig:
-        """The protocol's settings, then ``options`` on top (every setting can be overridden)."""
+        """The protocol's settings, then (with ``mini=True``) `mini_settings`, then ``options``
+        on top (every setting can be overridden)."""
         settings = protocol_settings(protocol)
+        if options.get("mini"):
+            settings = {**settings, **mini_settings()}
         unknown = sorted(set(options) - {f.name for f in dataclasses.fields(cls)})
         if unknown:
             raise TypeError(f"unknown EvalConfig field(s): {', '.join(unknown)}")
@@ -159,6 +184,10 @@ class EvalConfig:
     def __post_init__(self):
         from .samplers import parse_samplers
 
+        if self.mini and self.prompts is None:
+            from ..sd import mini
+
+            self.prompts = str(mini.PROMPTS_CSV)
         if self.protocol not in PROTOCOL_NAMES:
             raise ValueError(
                 f"protocol must be one of {', '.join(PROTOCOL_NAMES)}, got {self.protocol!r}"
@@ -210,6 +239,10 @@ class EvalConfig:
         if unknown:
             raise ValueError(
                 f"scorers: unknown scorer(s) {', '.join(unknown)}; known: {', '.join(SCORER_NAMES)}"
+            )
+        if "digit" in self.scorers and not self.mini:
+            raise ValueError(
+                "the digit scorer is the mini digits model's classifier: use it with --mini"
             )
         if len(set(self.scorers)) != len(self.scorers):
             raise ValueError(f"scorers: a scorer is listed twice in {self.scorers}")
@@ -565,9 +598,11 @@ def merge_shards(run_dir: Path) -> int:
 def build_scorers(config: EvalConfig, *, device, dtype=None):
     """The `safescore.eval.scorers.ScoreSuite` of the configuration.
 
-    The CLIP scorers use ``config.scorer_clip`` (never the guidance encoder). With ``tiny`` or
-    ``mini`` they use `safescore.sd.tiny.tiny_clip` (seed 1: not the guidance CLIP) and
-    random Q16 embeddings / aesthetic MLP of its width (RANDOM weights); NudeNet is the real one.
+    The CLIP scorers use ``config.scorer_clip`` (never the guidance encoder). With ``tiny`` they
+    use `safescore.sd.tiny.tiny_clip` (seed 1: not the guidance CLIP), with ``mini`` the trained
+    mini CLIP (`safescore.sd.mini.load_clip`: coherence of a digit with its prompt is real); in
+    both, Q16 embeddings and the aesthetic MLP are random of the CLIP's width (RANDOM weights).
+    ``digit`` (mini only) is `safescore.eval.scorers.DigitScorer`. NudeNet is the real one.
     """
     import numpy as np
     import torch
@@ -579,7 +614,12 @@ def build_scorers(config: EvalConfig, *, device, dtype=None):
     embedder = None
     random_scorers = config.tiny or config.mini
     if set(config.scorers) & {"q16", "clip", "aesthetic"}:
-        if random_scorers:
+        if config.mini:
+            from ..sd import mini
+
+            clip_model, processor = mini.load_clip(dtype=dtype)
+            tokenizer = processor.tokenizer
+        elif random_scorers:
             from ..sd.tiny import tiny_clip
 
             clip_model, tokenizer = tiny_clip(seed=1)
@@ -605,6 +645,10 @@ def build_scorers(config: EvalConfig, *, device, dtype=None):
             else:
                 mlp = config.aesthetic_weights
             suite.append(sc.AestheticScorer(embedder, mlp))
+        elif name == "digit":
+            from ..sd import mini
+
+            suite.append(sc.DigitScorer(mini.digit_classifier()))
     return sc.ScoreSuite(suite)
 
 

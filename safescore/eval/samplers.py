@@ -12,7 +12,8 @@ share the context's Stable Diffusion components and draw the initial latents fro
 ``safe-sd-filter``  preset "sd-filter" (harm density from SD's safety checker concepts)
 ``safe-multi``      preset "multi" (the slides' mean)
 ``safe-multi-code`` preset "multi-code" (the author's code: sum of log top-1)
-``negative``        `safescore.NegativeGuidance` on the "single" preset's density
+``negative``        `safescore.NegativeGuidance` on the "single" preset's density (``--mini``:
+                    `safescore.sd.mini.negative_guidance`, γ 300 with safe sampling's η)
 ``sld-weak`` ...    Safe Latent Diffusion (diffusers ``StableDiffusionPipelineSafe``) with its
 ``sld-max``         WEAK / MEDIUM / STRONG / MAX presets (``SafetyConfig``)
 ==================  ===========================================================================
@@ -475,6 +476,9 @@ def _safe_pipeline_sampler(preset: str) -> SamplerFactory:
 def _negative_sampler(context: SamplerContext) -> GenerateFn:
     from ..core.guidance import NegativeGuidance
 
+    if context.mini:  # the mini model's tuned baseline: γ 300 and safe sampling's threshold
+        guidance = _mini().negative_guidance(gamma=context.negative_gamma)
+        return _pipeline_generate(context, context.pipeline(), guidance)
     single = context.guidance("single")
     gamma = context.negative_gamma if context.negative_gamma is not None else single.gamma
     guidance = NegativeGuidance(single.density, gamma)
