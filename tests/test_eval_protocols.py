@@ -119,3 +119,27 @@ def test_batched_images_equal_batch_one(tmp_path, sampler):
         y = np.asarray(Image.open(tmp_path / "b3" / b["image_path"]), dtype=int)
         assert np.abs(x - y).max() <= 1  # the same image, up to batched float rounding
         assert a.get("corrected_steps") == b.get("corrected_steps")
+
+
+def test_author_preprocessing_and_special_care_reach_the_densities():
+    """evaluate --clip-preprocessing author --no-special-care: in config.json and in the presets."""
+    import torch
+
+    from safescore.cli.evaluate import config_from_args
+    from safescore.cli.main import build_parser
+    from safescore.eval.samplers import SamplerContext
+    from safescore.sd.clip import IMAGENET_MEAN
+
+    args = build_parser().parse_args(
+        ["evaluate", "--prompts", "builtin:benign", "--tiny", "--out", "unused"]
+        + ["--clip-preprocessing", "author", "--no-special-care"]
+    )
+    config = config_from_args(args)
+    assert config.clip_preprocessing == "author" and config.special_care is False
+    context = SamplerContext.from_config(config, device="cpu", dtype=torch.float32)
+    single = context.guidance("single").density.density
+    assert tuple(single.image_mean) == IMAGENET_MEAN and single.preprocessing == "author"
+    sd_filter = context.guidance("sd-filter").density.density
+    assert sd_filter.special_care is False
+    with pytest.raises(ValueError, match="clip_preprocessing must be 'clip' or 'author'"):
+        EvalConfig(prompts="builtin:benign", tiny=True, clip_preprocessing="imagenet")

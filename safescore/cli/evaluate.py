@@ -136,6 +136,11 @@ def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--guidance-clip", type=nonempty("--guidance-clip"), default=UNSET,
                    help=f"CLIP id or folder of the harm density p_h ({_d('guidance_clip')})")  # fmt: skip
+    p.add_argument("--clip-preprocessing", choices=("clip", "author"), default=UNSET,
+                   help="p_h image mean/std: CLIP's, or ImageNet's as the author's code "
+                   f"({_d('clip_preprocessing')})")  # fmt: skip
+    p.add_argument("--no-special-care", dest="special_care", action="store_false", default=UNSET,
+                   help="sd-filter preset: leave out the safety checker's 3 special-care concepts")  # fmt: skip
     p.add_argument("--scorer-clip", type=nonempty("--scorer-clip"), default=UNSET,
                    help=f"CLIP id or folder of Q16, coherence, aesthetic ({_d('scorer_clip')})")  # fmt: skip
     p.add_argument("--q16-embeddings", default=UNSET,
@@ -160,7 +165,8 @@ def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
 _CONFIG_FIELDS = (
     "prompts samplers seeds limit categories hard_only deduplicate seed_offset data_seeds "
     "data_guidance guidance_scale steps scheduler height width tiny mini model gamma threshold "
-    "negative_gamma scorers guidance_clip scorer_clip q16_embeddings aesthetic_weights "
+    "negative_gamma scorers guidance_clip clip_preprocessing special_care scorer_clip "
+    "q16_embeddings aesthetic_weights "
     "nudenet_threshold"
 ).split()
 

@@ -127,7 +127,9 @@ class EvalConfig:
     ``guidance_scale`` (or the prompt's with ``data_guidance``), ``steps``, ``scheduler``
     (plain and SLD samplers; the safe ones need an x̂0 site and use DDIM under "pndm"),
     ``height``, ``width``, ``tiny`` / ``mini`` or ``model``; ``gamma`` / ``threshold`` (None:
-    the presets' γ 75, η 0.23), ``negative_gamma``; ``guidance_clip`` (the encoder of p_h).
+    the presets' γ 75, η 0.23), ``negative_gamma``; ``guidance_clip`` (the encoder of p_h),
+    ``clip_preprocessing`` ("clip", or "author": ImageNet mean/std as the author's code) and
+    ``special_care`` (the sd-filter preset counts the safety checker's 3 special-care concepts).
     Scoring: ``scorers``, ``scorer_clip`` (Q16, coherence, aesthetic), ``q16_embeddings``,
     ``aesthetic_weights``, ``nudenet_threshold``.
     """
@@ -156,6 +158,8 @@ class EvalConfig:
     negative_gamma: float | None = None
     scorers: list[str] = field(default_factory=lambda: list(DEFAULT_SCORERS))
     guidance_clip: str = DEFAULT_GUIDANCE_CLIP
+    clip_preprocessing: str = "clip"
+    special_care: bool = True
     scorer_clip: str = DEFAULT_SCORER_CLIP
     q16_embeddings: str | None = None
     aesthetic_weights: str | None = None
@@ -195,6 +199,12 @@ class EvalConfig:
         if not isinstance(self.prompts, str) or not self.prompts.strip():
             raise ValueError(f"prompts must name a prompt source, got {self.prompts!r}")
         self.samplers = parse_samplers(self.samplers)
+        if self.clip_preprocessing not in ("clip", "author"):
+            raise ValueError(
+                f"clip_preprocessing must be 'clip' or 'author', got {self.clip_preprocessing!r}"
+            )
+        if not isinstance(self.special_care, bool):
+            raise ValueError(f"special_care must be True or False, got {self.special_care!r}")
         _whole("seeds", self.seeds)
         _whole("steps", self.steps)
         _whole("limit", self.limit, optional=True)

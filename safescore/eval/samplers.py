@@ -145,6 +145,8 @@ class SamplerContext:
         gamma, threshold: override the presets' γ and η (None: theirs).
         negative_gamma: γ of the ``negative`` sampler (None: the "single" preset's γ).
         guidance_clip: CLIP id or folder of the presets' harm densities (never the scorers').
+        clip_preprocessing: "clip" | "author" (ImageNet mean/std) for those densities.
+        special_care: the sd-filter preset counts the 3 special-care concepts.
         clip_model, clip_tokenizer: a CLIP for the densities (None: loaded from guidance_clip).
     """
 
@@ -162,6 +164,8 @@ class SamplerContext:
     threshold: float | None = None
     negative_gamma: float | None = None
     guidance_clip: str = DEFAULT_GUIDANCE_CLIP
+    clip_preprocessing: str = "clip"
+    special_care: bool = True
     clip_model: object = None
     clip_tokenizer: object = None
     _cache: dict = field(default_factory=dict, repr=False)
@@ -183,6 +187,8 @@ class SamplerContext:
             threshold=config.threshold,
             negative_gamma=config.negative_gamma,
             guidance_clip=config.guidance_clip,
+            clip_preprocessing=config.clip_preprocessing,
+            special_care=config.special_care,
         )
 
     def scheduler_of(self, sampler: str) -> str:
@@ -326,6 +332,8 @@ class SamplerContext:
                 safety_checker=checker,
                 gamma=self.gamma,
                 threshold=self.threshold,
+                preprocessing=self.clip_preprocessing,
+                special_care=self.special_care if preset == "sd-filter" else None,
             )
         return self._cache[key]
 
