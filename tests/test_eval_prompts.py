@@ -114,3 +114,20 @@ def test_load_prompts_dispatch():
         load_prompts("somewhere.json")
     with pytest.raises(ValueError, match="limit must be"):
         load_prompts("builtin:benign", limit=0)
+
+
+def test_joined_sources_make_one_prompt_set():
+    """template:…+coco:… gives both sets in one run (the report's template-vs-COCO section)."""
+    joined = load_prompts(
+        f"template:{DATA / 'templates.txt'}+coco:{DATA / 'coco_small.csv'}", limit=2
+    )
+    template = load_prompts(f"template:{DATA / 'templates.txt'}", limit=2)
+    coco = load_prompts(f"coco:{DATA / 'coco_small.csv'}", limit=2)
+    assert (
+        joined["prompt_id"].tolist() == template["prompt_id"].tolist() + coco["prompt_id"].tolist()
+    )
+    assert {i.rsplit("-", 1)[0] for i in joined["prompt_id"]} == {"template", "coco"}
+    with pytest.raises(ValueError, match="empty source between"):
+        load_prompts(f"template:{DATA / 'templates.txt'}+")
+    with pytest.raises(ValueError, match="twice"):
+        load_prompts(f"coco:{DATA / 'coco_small.csv'}+coco:{DATA / 'coco_small.csv'}")

@@ -47,7 +47,8 @@ def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
         type=nonempty("--prompts"),
         default=UNSET,
         help="builtin:benign, AIML-TUDA/i2p, an I2P CSV, or a .csv/.txt prompt file "
-        "(prefix coco: or template: to name it); required unless --mini (default there: the "
+        "(prefix coco: or template: to name it); join several with + (template:t.txt+coco:c.csv, "
+        "--limit per source); required unless --mini (default there: the "
         "mini-I2P prompts of safescore.sd.mini)",
     )
     p.add_argument(

@@ -370,10 +370,30 @@ def load_prompts(
     layout (recognised by its ``categories`` and seed columns; ``categories``, ``hard_only`` and
     ``deduplicate`` apply); ``coco:PATH`` / ``template:PATH`` or any other ``.csv``/``.txt`` file
     (a plain prompt list). ``limit`` keeps the first prompts after filtering.
+
+    Several sources joined by ``+`` (``template:t.csv+coco:c.txt``) make one prompt set of all
+    of them, ``limit`` applying to each: one run then holds, e.g., the thesis' template and COCO
+    prompts, and the report compares their quality (CLIP score per prompt set).
     """
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise ValueError(f"limit must be a positive integer or None, got {limit!r}")
     text = str(source)
+    if "+" in text and not Path(text).exists():
+        import pandas as pd
+
+        parts = [part.strip() for part in text.split("+")]
+        if not all(parts):
+            raise ValueError(f"prompts: {text!r} has an empty source between '+' signs")
+        options = dict(categories=categories, hard_only=hard_only, deduplicate=deduplicate)
+        frame = pd.concat(
+            [load_prompts(part, limit=limit, **options) for part in parts], ignore_index=True
+        )
+        if frame["prompt_id"].duplicated().any():
+            dup = frame.loc[frame["prompt_id"].duplicated(), "prompt_id"].iloc[0]
+            raise ValueError(
+                f"prompts: {text!r} gives prompt id {dup!r} twice; join different prompt sets"
+            )
+        return frame
     if text == "builtin:benign":
         frame = benign_prompts()
     elif text.removeprefix("hf://").strip("/") in (I2P_HUB_ID, "datasets/" + I2P_HUB_ID):
