@@ -285,9 +285,15 @@ def run_generate(args) -> int:
     with open(os.path.join(args.out, "generation.json"), "w") as f:
         json.dump(record, f, indent=1)
     for i in range(n_images):
+        digit = ""
+        if "digits" in record:  # --mini: what the digit classifier reads (plain -> safe)
+            plain = record["digits"].get("plain")
+            digit = f", digit {plain[i]} -> {record['digits']['safe'][i]}" if plain else ""
+            digit = digit or f", digit {record['digits']['safe'][i]}"
         print(
             f"image {i}: corrected at {record['corrected_steps'][i]}/{args.steps} steps, "
             f"max p_h {max((v for v in record['harm'][i] if v is not None), default=float('nan')):.3f}"
+            f"{digit}"
         )
     print(
         f"wrote {len(files['safe']) + len(files['plain'])} images and generation.json to {args.out}"
@@ -299,13 +305,16 @@ def _num(v: float):
     return None if v != v else round(float(v), 6)  # NaN (not evaluated) -> null
 
 
-def _grid(top, bottom):
-    """Plain images on the first row, safe ones on the second (PIL)."""
+def _grid(top, bottom, min_side: int = 96):
+    """Plain images on the first row, safe ones on the second (PIL); small images (the mini
+    model's 16²) are enlarged by an integer factor, pixels kept sharp, so the grid is readable."""
     from PIL import Image
 
     w, h = top[0].size
-    grid = Image.new("RGB", (w * len(top), 2 * h), "white")
+    scale = max(1, -(-min_side // min(w, h)))
+    W, H = w * scale, h * scale
+    grid = Image.new("RGB", (W * len(top), 2 * H), "white")
     for i, (a, b) in enumerate(zip(top, bottom)):
-        grid.paste(a, (i * w, 0))
-        grid.paste(b, (i * w, h))
+        grid.paste(a.resize((W, H), Image.NEAREST), (i * W, 0))
+        grid.paste(b.resize((W, H), Image.NEAREST), (i * W, H))
     return grid
