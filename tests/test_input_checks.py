@@ -71,7 +71,12 @@ def test_mixture_means_must_be_finite():
 
 
 def test_a_singular_covariance_is_still_accepted():
-    GaussianMixture(torch.zeros(1, 2), [[[1.0, 0.0], [0.0, 0.0]]])
+    """Data on a line (variance 0 across it) is PSD, not negative: sampled, and noised densities
+    are finite."""
+    mixture = GaussianMixture(torch.zeros(1, 2), [[[1.0, 0.0], [0.0, 0.0]]])
+    x = mixture.sample(50, generator=torch.Generator().manual_seed(0))
+    assert torch.all(x[:, 1] == 0)
+    assert torch.isfinite(mixture.noised(0.5).log_prob(x)).all()
 
 
 def test_posterior_density_moves_its_mixture():

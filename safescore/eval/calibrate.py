@@ -112,12 +112,10 @@ class Calibration:
 
     def plot(self, path, *, title: str | None = None, mark=None) -> None:
         """Firing rate vs η (both curves) to ``path``; ``mark``: an η to draw as a vertical line."""
-        import matplotlib
+        from matplotlib.figure import Figure  # no pyplot: the backend stays the caller's
 
-        matplotlib.use("Agg", force=False)
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(5.5, 3.6))
+        fig = Figure(figsize=(5.5, 3.6))
+        ax = fig.subplots()
         ax.plot(self.thresholds, 100 * self.image_rate, label="images (fires at some step)")
         ax.plot(self.thresholds, 100 * self.step_rate, label="(image, step) pairs")
         if mark is not None:
@@ -133,7 +131,6 @@ class Calibration:
         )
         fig.tight_layout()
         fig.savefig(path, dpi=120)
-        plt.close(fig)
 
 
 def firing_rates(harm, thresholds) -> tuple[np.ndarray, np.ndarray]:

@@ -37,7 +37,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..tiny import _bytes_to_unicode  # the GPT-2 / CLIP byte-level table
+from ..tiny import _bytes_to_unicode, ddim_scheduler  # byte-level table; SD's DDIM
 
 # ---- other safescore modules used here (the only ones) -------------------------------------
 # (none: this file depends on diffusers, transformers, scikit-learn and torch only)
@@ -289,20 +289,6 @@ def make_unet():
         cross_attention_dim=TEXT_HIDDEN,
         attention_head_dim=8,
         norm_num_groups=16,
-    )
-
-
-def make_scheduler():
-    from diffusers import DDIMScheduler
-
-    return DDIMScheduler(
-        num_train_timesteps=1000,
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        clip_sample=False,
-        set_alpha_to_one=False,
-        steps_offset=1,
     )
 
 
@@ -615,7 +601,7 @@ def save_all(out: Path, *, clip, tokenizer, vae, unet, classifier, classifier_ac
         text_encoder=text_encoder,
         tokenizer=tokenizer,
         unet=unet,
-        scheduler=make_scheduler(),
+        scheduler=ddim_scheduler(),
         safety_checker=None,
         feature_extractor=None,
         requires_safety_checker=False,
