@@ -37,6 +37,7 @@ from .core import (
     predict_x0,
     sample,
     score_to_eps,
+    signal_scaled,
     window,
     x0_to_eps,
 )
@@ -81,6 +82,7 @@ __all__ = [
     "WindowGamma",
     "constant",
     "linear_ramp",
+    "signal_scaled",
     "window",
     "GaussianMixture",
     "config",

@@ -243,6 +243,8 @@ class PipelineExplorer:
         prompt: a prompt or a list of prompts (one image each).
         density: the harm density (e.g. ``mini.clip_density(["a handwritten three"])``).
         gamma, threshold: starting values; steps: sampler steps; seed: the generator's seed.
+        gamma_schedule: None (γ constant over the steps) or a function of the slider's γ
+            returning a γ schedule, e.g. ``safescore.sd.mini.safe_gamma`` (γ_t = γ · √ᾱ_t).
         pipe_kwargs: more keyword arguments for every pipeline call (``height``, ...).
     """
 
@@ -256,8 +258,14 @@ class PipelineExplorer:
         threshold: float | None = 0.5,
         steps: int = 20,
         seed: int = 0,
+        gamma_schedule=None,
         **pipe_kwargs,
     ):
+        if gamma_schedule is not None and not callable(gamma_schedule):
+            raise TypeError(
+                f"gamma_schedule must be None or a function of γ, got {type(gamma_schedule).__name__}"
+            )
+        self.gamma_schedule = gamma_schedule
         self.pipe, self.density = pipe, density
         self.prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         self.steps, self.seed, self.pipe_kwargs = steps, seed, pipe_kwargs
@@ -288,7 +296,8 @@ class PipelineExplorer:
         self.params.update(params)
         t0 = time.perf_counter()
         gamma, threshold = float(self.params["gamma"]), self.params["threshold"]
-        safe = self._images(SafeGuidance(self.density, gamma, threshold))
+        schedule = gamma if self.gamma_schedule is None else self.gamma_schedule(gamma)
+        safe = self._images(SafeGuidance(self.density, schedule, threshold))
         for j, prompt in enumerate(self.prompts):
             for row, (imgs, what) in enumerate(((self.plain, "plain"), (safe, "safe"))):
                 ax = self.axes[row, j]

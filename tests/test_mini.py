@@ -159,3 +159,20 @@ def test_reproduce_stops_each_stage_where_the_log_says(tmp_path):
         }
 
     assert digest(b) == digest(c) and digest(b) != digest(first)
+
+
+def test_loaded_pipeline_defaults_to_the_tuned_settings(pipe):
+    # issue 20: mini.safe_guidance() is tuned at CFG mini.GUIDANCE_SCALE, so pipe(prompt)
+    # without guidance_scale must use it, not diffusers' 7.5
+    assert pipe.default_guidance_scale == mini.GUIDANCE_SCALE == 3.0
+    assert pipe.default_num_inference_steps == mini.NUM_INFERENCE_STEPS
+
+    def call(**kw):
+        g = torch.Generator().manual_seed(0)
+        return pipe(
+            "a handwritten three", num_inference_steps=3, generator=g, output_type="np", **kw
+        )
+
+    default = call().images
+    np.testing.assert_array_equal(default, call(guidance_scale=mini.GUIDANCE_SCALE).images)
+    assert not np.array_equal(default, call(guidance_scale=7.5).images)

@@ -17,6 +17,7 @@ from .guidance import (
     WindowGamma,
     constant,
     linear_ramp,
+    signal_scaled,
     window,
 )
 from .protocol import GuidanceOutput, GuidanceState
@@ -68,6 +69,7 @@ __all__ = [
     "WindowGamma",
     "constant",
     "linear_ramp",
+    "signal_scaled",
     "window",
     "HarmDensity",
     "DecodedDensity",

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -108,6 +108,33 @@ class WindowGamma(GammaSchedule):
         return float(self.gamma) if self.start <= u <= self.end else 0.0
 
 
+@dataclass(frozen=True)
+class SignalScaledGamma(GammaSchedule):
+    """γ_t = gamma · ᾱ_t^power: small at the noisy first steps, where x̂0 is a blur of the data
+    and a large step throws it far off the manifold, and full at the end, where x̂0 is sharp.
+
+    ``alphas_cumprod`` (T,): the noise schedule's ᾱ over the train timesteps t = 0..T-1.
+    """
+
+    gamma: float
+    alphas_cumprod: tuple = field(repr=False)
+    power: float = 0.5
+
+    def __post_init__(self):
+        _check_nonneg("gamma", self.gamma)
+        _check_nonneg("power", self.power)
+        abar = tuple(float(a) for a in self.alphas_cumprod)
+        if not abar or not all(0 < a <= 1 for a in abar):
+            raise ValueError("alphas_cumprod must be a non-empty sequence of numbers in (0, 1]")
+        object.__setattr__(self, "alphas_cumprod", abar)
+
+    def __call__(self, step_index, t, num_steps=None):
+        t = int(t)
+        if not 0 <= t < len(self.alphas_cumprod):
+            raise ValueError(f"t must be in [0, {len(self.alphas_cumprod) - 1}], got {t}")
+        return float(self.gamma) * self.alphas_cumprod[t] ** float(self.power)
+
+
 def constant(gamma: float) -> ConstantGamma:
     """γ_t = gamma."""
     return ConstantGamma(gamma)
@@ -121,6 +148,12 @@ def linear_ramp(start: float, end: float) -> LinearRampGamma:
 def window(gamma: float, start: float = 0.0, end: float = 1.0) -> WindowGamma:
     """γ = gamma between two fractions of the trajectory, 0 elsewhere."""
     return WindowGamma(gamma, start, end)
+
+
+def signal_scaled(gamma: float, alphas_cumprod, power: float = 0.5) -> SignalScaledGamma:
+    """γ_t = gamma · ᾱ_t^power (default √ᾱ_t: the weight of x̂0 in x_t). ``alphas_cumprod``:
+    (T,) sequence or tensor, e.g. ``scheduler.alphas_cumprod``."""
+    return SignalScaledGamma(gamma, tuple(float(a) for a in alphas_cumprod), power)
 
 
 def _resolve_gamma(gamma, step_index: int, t: int, num_steps: int) -> float:

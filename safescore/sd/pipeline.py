@@ -81,6 +81,10 @@ class SafeStableDiffusionPipeline(StableDiffusionPipeline):
     """
 
     random_weights = False
+    # What ``__call__`` uses when num_inference_steps / guidance_scale are not given (diffusers'
+    # defaults; `safescore.sd.mini.load_pipeline` sets the mini model's on its instance).
+    default_num_inference_steps = 50
+    default_guidance_scale = 7.5
 
     def __init__(
         self,
@@ -242,8 +246,8 @@ class SafeStableDiffusionPipeline(StableDiffusionPipeline):
         prompt: str | list[str],
         *,
         guidance=None,
-        num_inference_steps: int = 50,
-        guidance_scale: float = 7.5,
+        num_inference_steps: int | None = None,
+        guidance_scale: float | None = None,
         negative_prompt: str | list[str] | None = None,
         generator: torch.Generator | list[torch.Generator] | None = None,
         height: int | None = None,
@@ -268,7 +272,10 @@ class SafeStableDiffusionPipeline(StableDiffusionPipeline):
                 on images in [-1, 1] (pulled back through the VAE here) or already on latents
                 (`safescore.sd.latent.VaeDecodedDensity`, e.g. from
                 `safescore.sd.presets.make_guidance`).
-            num_inference_steps: DDIM steps. guidance_scale: classifier-free guidance w.
+            num_inference_steps: DDIM steps. guidance_scale: classifier-free guidance w. None
+                takes the pipeline's defaults ``default_num_inference_steps`` (50) and
+                ``default_guidance_scale`` (7.5, diffusers' default); a pipeline loaded by
+                `safescore.sd.mini.load_pipeline` has the settings its model was tuned at.
             negative_prompt: str or list like ``prompt``. generator: a torch.Generator or one per
                 image (N_p × num_images_per_prompt). height, width: image size, multiples of the
                 VAE factor; default the UNet's sample_size × VAE factor.
@@ -289,6 +296,10 @@ class SafeStableDiffusionPipeline(StableDiffusionPipeline):
         Returns:
             `SafeStableDiffusionOutput`.
         """
+        if num_inference_steps is None:
+            num_inference_steps = self.default_num_inference_steps
+        if guidance_scale is None:
+            guidance_scale = self.default_guidance_scale
         height = height or self.unet.config.sample_size * self.vae_scale_factor
         width = width or self.unet.config.sample_size * self.vae_scale_factor
         batch = self._check_call(

@@ -19,6 +19,7 @@ Importing this module trains nothing and loads no weights; every function loads 
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -38,14 +39,18 @@ HARMFUL_CONCEPT = "a handwritten three"
 GUIDANCE_SCALE = 3.0  # classifier-free guidance w
 NUM_INFERENCE_STEPS = 25
 # Safe sampling (x̂0 space, CDTC) on p_h = cos(CLIP(x), "a handwritten three"), chosen by the
-# sweep in docs/mini.md: the threshold sits above the p_h that x̂0 reaches along most plain
-# trajectories of the other digits (so CDTC leaves them alone) and below the lowest value on the
-# three prompt (0.73); γ is the smallest tried that brings the 3-rate to <= 0.1 there.
-SAFE_GAMMA = 150.0
+# sweeps in docs/mini.md (benchmarks/mini_quality.py): the threshold sits above the p_h that x̂0
+# reaches along most plain trajectories of the other digits (so CDTC leaves them alone) and below
+# the lowest value on the three prompts. γ follows the noise level, γ_t = SAFE_GAMMA · √ᾱ_t
+# (`safe_gamma`): a constant γ large enough to remove the 3s throws the blurry first x̂0's far
+# off the manifold. Of the schedules tried, it has the most clean replacements among those that
+# bring the harm rate to <= 0.05 by BOTH the harm detector (`digit_classifier`) and the
+# independent judge (`safescore.sd.mini.judge.DigitJudge`) on three phrasings of "three".
+SAFE_GAMMA = 3000.0
 SAFE_THRESHOLD = 0.5
-# Negative guidance (x_t space), same density and threshold: the smallest γ tried (10, 30, 100,
-# 300, 1000) that brings the 3-rate to <= the safe sampler's.
-NEGATIVE_GAMMA = 300.0
+# Negative guidance (x_t space), same density and threshold: the smallest γ tried (100, 300, 600,
+# 1000, 3000) that brings the harm rate to <= 0.05 by both judges.
+NEGATIVE_GAMMA = 600.0
 
 __all__ = [
     "WEIGHTS_DIR",
@@ -55,6 +60,7 @@ __all__ = [
     "GUIDANCE_SCALE",
     "NUM_INFERENCE_STEPS",
     "SAFE_GAMMA",
+    "safe_gamma",
     "SAFE_THRESHOLD",
     "NEGATIVE_GAMMA",
     "load_pipeline",
@@ -81,7 +87,9 @@ def load_pipeline(device=None, dtype=None, *, weights_dir=None):
     """The mini model as a `safescore.sd.SafeStableDiffusionPipeline`.
 
     Loaded with ``SafeStableDiffusionPipeline.from_pretrained`` on the shipped folder (the same
-    loading code as real Stable Diffusion weights). ``pipe(prompt, ...)`` gives 16×16 images;
+    loading code as real Stable Diffusion weights), with ``default_guidance_scale`` =
+    `GUIDANCE_SCALE` (3.0) and ``default_num_inference_steps`` = `NUM_INFERENCE_STEPS` (25),
+    the settings safe sampling was tuned at. ``pipe(prompt, ...)`` gives 16×16 images;
     ``output_type="np"``: ``.images`` (N, 16, 16, 3) float in [0, 1].
 
     Args:
@@ -95,6 +103,10 @@ def load_pipeline(device=None, dtype=None, *, weights_dir=None):
     if device is not None or dtype is not None:  # (diffusers renamed torch_dtype= to dtype=)
         pipe = pipe.to(device=device, dtype=dtype)
     pipe.set_progress_bar_config(disable=True)
+    # The settings every tuned number of this model was measured at (`GUIDANCE_SCALE`,
+    # `NUM_INFERENCE_STEPS`): ``pipe(prompt)`` without them uses these, not diffusers' 7.5 / 50.
+    pipe.default_guidance_scale = GUIDANCE_SCALE
+    pipe.default_num_inference_steps = NUM_INFERENCE_STEPS
     return pipe
 
 
@@ -125,15 +137,36 @@ def clip_density(concepts=(HARMFUL_CONCEPT,), reduction: str = "mean", *, device
     return CLIPConceptDensity(model, processor, concepts, reduction, **kwargs)
 
 
+def safe_gamma(gamma=None, *, weights_dir=None):
+    """The γ schedule of `safe_guidance`: γ_t = gamma · √ᾱ_t (`safescore.signal_scaled`) on
+    this model's noise schedule, gamma default `SAFE_GAMMA`. A number in [0, inf)."""
+    from ...core.guidance import signal_scaled
+
+    return signal_scaled(SAFE_GAMMA if gamma is None else gamma, _alphas_cumprod(weights_dir))
+
+
+def _alphas_cumprod(weights_dir=None) -> tuple:
+    path = _weights_dir(weights_dir) / "scheduler"
+    return _alphas_cumprod_cached(str(path))
+
+
+@functools.lru_cache(maxsize=4)
+def _alphas_cumprod_cached(path: str) -> tuple:
+    from diffusers import DDIMScheduler
+
+    return tuple(DDIMScheduler.from_pretrained(path).alphas_cumprod.tolist())
+
+
 def safe_guidance(concepts=(HARMFUL_CONCEPT,), *, gamma=None, threshold=None, device=None):
     """`safescore.SafeGuidance` on `clip_density`, tuned on this model.
 
-    Defaults γ = `SAFE_GAMMA`, threshold = `SAFE_THRESHOLD` (on the cosine), chosen
-    by the sweep described in ``MODEL_CARD.md``. Use it with ``pipe(..., guidance=...)``.
+    γ_t = gamma · √ᾱ_t (`safe_gamma`, gamma default `SAFE_GAMMA`), threshold default
+    `SAFE_THRESHOLD` (on the cosine), chosen by the sweeps in docs/mini.md. Use it with
+    ``pipe(..., guidance=...)``.
     """
     return SafeGuidance(
         clip_density(concepts, device=device),
-        SAFE_GAMMA if gamma is None else gamma,
+        safe_gamma(gamma),
         threshold=SAFE_THRESHOLD if threshold is None else threshold,
     )
 
