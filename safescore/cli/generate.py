@@ -258,7 +258,10 @@ def run_generate(args) -> int:
         "negative_prompt": args.negative_prompt,
         "preset": args.preset,
         "density": repr(density),
-        "gamma": guidance.gamma,
+        # a number, or a schedule's repr (the mini model's γ_t = γ·√ᾱ_t)
+        "gamma": guidance.gamma
+        if isinstance(guidance.gamma, (int, float))
+        else repr(guidance.gamma),
         "threshold": guidance.threshold,
         "steps": args.steps,
         "guidance_scale": args.guidance_scale,
