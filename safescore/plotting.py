@@ -199,9 +199,20 @@ def plot_corrected_raster(corrected: torch.Tensor, *, ax=None, title: str = "CDT
 
 
 # --------------------------------------------------------------------------- notebook figures
-def plot_modes(mixture, harmful=None, *, ax, nsigma: float = 2.0, label: bool = True):
-    """Circles of radius ``nsigma``·std around each component mean of a 2-D mixture, harmful
-    ones (bool mask (K,)) in red, safe ones in blue. Draws on ``ax``; returns ``ax``."""
+def plot_modes(
+    mixture,
+    harmful=None,
+    *,
+    ax,
+    nsigma: float = 2.0,
+    label: bool = True,
+    filled_color: str = HARMFUL_COLOR,
+    filled_label: str = "harmful mode",
+):
+    """Circles of radius ``nsigma``·std around each component mean of a 2-D mixture: the
+    components of the bool mask ``harmful`` (K,) filled in ``filled_color`` (red: harmful), the
+    others as blue rings. For a mask that is not about harm (e.g. the target mode of guidance)
+    pass another ``filled_color`` and ``filled_label``. Draws on ``ax``; returns ``ax``."""
     from matplotlib.patches import Circle
 
     if mixture.dim != 2:
@@ -215,8 +226,8 @@ def plot_modes(mixture, harmful=None, *, ax, nsigma: float = 2.0, label: bool = 
     done = set()
     for k in range(mixture.num_components):
         bad = bool(harmful[k])
-        colour = HARMFUL_COLOR if bad else SAFE_COLOR
-        name = ("harmful mode" if bad else "safe mode") if label and bad not in done else None
+        colour = filled_color if bad else SAFE_COLOR
+        name = (filled_label if bad else "safe mode") if label and bad not in done else None
         done.add(bad)
         mu = mixture.means[k].tolist()
         ax.add_patch(

@@ -1,5 +1,8 @@
-"""Interactive explorers for notebooks: move γ, the threshold, the number of steps, η and the
-sampler with sliders and watch the samples and trajectories change.
+"""Interactive explorers for notebooks: move γ, the CDTC threshold η, the number of steps, the
+DDIM noise and the sampler with sliders and watch the samples and trajectories change.
+
+Notation (as in ``docs/theory.md``): η is the CDTC threshold on p_h(x̂0); DDIM's noise parameter
+(the ``eta`` argument, as in diffusers) is labelled "DDIM noise", never η.
 
 In a live Jupyter kernel (ipywidgets installed, ``safescore.config.FAST`` off) the explorers
 return a widget; everywhere else (CI, the docs build, a script) they draw once with their
@@ -46,9 +49,10 @@ class RingExplorer:
         problem: a `safescore.toy.ToyProblem` (default: ``toy.ring_problem()``), sampled with its
             exact ε-oracle.
         n: samples drawn (the same x_T for every setting); n_traj: trajectories drawn.
-        seed: seed of x_T and of the DDIM noise (η > 0).
-        gamma, threshold, steps, eta, strategy, solver: the starting settings (γ and threshold
-            default to the problem's; ``threshold`` is ignored by "safe (no CDTC)" and "plain").
+        seed: seed of x_T and of the DDIM noise draws (``eta > 0``).
+        gamma, threshold, steps, eta, strategy, solver: the starting settings (γ and the
+            threshold η default to the problem's; ``threshold`` is ignored by "safe (no CDTC)"
+            and "plain"; ``eta`` is the DDIM noise in [0, 1], used by the DDIM solver only).
     """
 
     def __init__(
@@ -146,11 +150,25 @@ class RingExplorer:
         plot_modes(mixture, harmful, ax=ax_s, label=False)
         ax_s.scatter(x[~bad, 0], x[~bad, 1], s=5, c=SAFE_COLOR, alpha=0.6, linewidths=0)
         ax_s.scatter(x[bad, 0], x[bad, 1], s=5, c=HARMFUL_COLOR, alpha=0.8, linewidths=0)
-        rate = float(bad.double().mean()) if len(x) else float("nan")
+        rate = f"{float(bad.double().mean()):.1%}" if len(x) else "n/a"
         changed = float(result.ever_corrected.double().mean())
-        ax_s.set_title(
-            f"{p['strategy']}: harmful rate {rate:.1%}, corrected {changed:.1%}", fontsize=11
-        )
+        title = f"{p['strategy']}: harmful rate {rate}, corrected {changed:.1%}"
+        n_total = len(finite)
+        n_out = n_total - int((x.abs() <= self.lim).all(-1).sum())
+        if n_out:
+            # Samples thrown off the ring (e.g. threshold 0: every sample corrected at every
+            # step) are outside the axes: say so instead of showing a near-empty panel.
+            title += f"\n{n_out} of {n_total} samples outside the view"
+            farthest = f"{float(x.norm(dim=-1).max()):.3g}" if len(x) else "n/a"
+            note = (
+                f"{n_out} of {n_total} samples\nlie outside this view\n(farthest: |x| = {farthest}"
+            )
+            note += f";\nnot finite: {n_total - len(x)})" if n_total > len(x) else ")"
+            ax_s.text(
+                0.5, 0.5, note, transform=ax_s.transAxes, ha="center", va="center", fontsize=9,
+                bbox={"facecolor": "white", "edgecolor": HARMFUL_COLOR, "alpha": 0.9},
+            )  # fmt: skip
+        ax_s.set_title(title, fontsize=11)
         ax_t.clear()
         traj = result.trajectory[:, : self.n_traj].detach().double().numpy()
         _coloured_paths(ax_t, traj, "viridis", 0.8, 0.7)
@@ -166,7 +184,7 @@ class RingExplorer:
         ax_t.scatter(end[:, 0], end[:, 1], s=8, c="k", zorder=3)
         ax_t.set_title(
             f"{p['solver']}, {int(p['steps'])} steps, γ={float(p['gamma']):.4g}, "
-            f"threshold={float(p['threshold']):.2f}, η={float(p['eta']):.2f}",
+            f"threshold η={float(p['threshold']):.2f}, DDIM noise {float(p['eta']):.2f}",
             fontsize=10,
         )
         for ax in self.axes:
@@ -190,7 +208,14 @@ class RingExplorer:
                 value=p["threshold"], min=0.0, max=1.0, step=0.05, description="threshold"
             ),
             "steps": w.IntSlider(value=p["steps"], min=5, max=200, step=5, description="steps"),
-            "eta": w.FloatSlider(value=p["eta"], min=0.0, max=1.0, step=0.1, description="η"),
+            "eta": w.FloatSlider(
+                value=p["eta"],
+                min=0.0,
+                max=1.0,
+                step=0.1,
+                description="DDIM noise",
+                style={"description_width": "initial"},
+            ),
             "strategy": w.Dropdown(options=STRATEGIES, value=p["strategy"], description="sampler"),
             "solver": w.Dropdown(
                 options=list(SOLVER_NAMES), value=p["solver"], description="solver"
@@ -219,7 +244,8 @@ class RingExplorer:
 
 
 def ring_explorer(problem=None, *, interactive: bool | None = None, **settings):
-    """Sliders for γ, threshold, number of steps, η and the sampler on a 2-D toy problem.
+    """Sliders for γ, the threshold η, the number of steps, the DDIM noise and the sampler on a
+    2-D toy problem.
 
     In a live notebook returns the widget; otherwise (``interactive=False``, CI, the docs) draws
     once with the defaults and returns the static ``Figure``. ``settings`` go to `RingExplorer`.
@@ -305,7 +331,7 @@ class PipelineExplorer:
                 ax.imshow(np.clip(imgs[j], 0, 1))
                 ax.set(xticks=[], yticks=[])
                 ax.set_title(f"{what}: {prompt}", fontsize=9)
-        thr = "every step" if threshold is None else f"threshold {float(threshold):.2f}"
+        thr = "every step" if threshold is None else f"threshold η = {float(threshold):.2f}"
         self.figure.suptitle(f"safe: γ={gamma:.4g}, {thr}", fontsize=11)
         self.figure.tight_layout()
         self.last_seconds = time.perf_counter() - t0

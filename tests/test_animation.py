@@ -133,7 +133,7 @@ def test_ring_explorer_static_and_update():
     assert not torch.equal(before, plain)  # the safe sampler moved some samples
     explorer.update(strategy="safe", gamma=0.0)  # γ = 0: nothing evaluated, plain bit for bit
     assert torch.equal(explorer.run().samples, plain)
-    explorer.update(solver="DPM-Solver++ (2M)", eta=0.5)  # η is a DDIM setting: ignored here
+    explorer.update(solver="DPM-Solver++ (2M)", eta=0.5)  # the DDIM noise: ignored by DPM-Solver
     with pytest.raises(TypeError, match="unknown settings"):
         explorer.update(gama=1.0)
     plt.close(explorer.figure)

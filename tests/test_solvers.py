@@ -31,7 +31,7 @@ def test_matches_diffusers_dpm_solver_pp_2m_bit_for_bit(n, beta_schedule):
 
 
 def test_first_order_steps_are_ddim_steps():
-    """DPM-Solver++ of order 1 is DDIM (η = 0): every step agrees to float64 round-off."""
+    """DPM-Solver++ of order 1 is DDIM (eta = 0): every step agrees to float64 round-off."""
     p = ring_problem()
     eps_model = p.eps_model()
     steps = []

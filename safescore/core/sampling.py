@@ -18,7 +18,7 @@ for SafeGuidance (x̂0 corrected, ε original, as DDIM) this is x_i + α_i (x̂0
 for an ε-editing guidance (x̂0 recomputed from the guided ε) it is x_i itself. Samples guided at
 this step or the previous one take the first-order update (a correction is a jump in x̂0, not a
 smooth change, and 2M would extrapolate through it). So with ``order=1`` DPM-Solver++ equals
-DDIM (η = 0) on the same timesteps, guided or not. With ``guidance=None`` each step equals
+DDIM (``eta = 0``) on the same timesteps, guided or not. With ``guidance=None`` each step equals
 diffusers' ``DPMSolverMultistepScheduler`` (algorithm_type="dpmsolver++", solver_order=2).
 """
 
@@ -276,14 +276,15 @@ def sample(
         schedule: the `NoiseSchedule` the model was trained with.
         x_T: initial noise, shape (B, ...), floating point (its dtype and device are kept).
         num_steps: number of steps (ignored when ``timesteps`` is given).
-        solver: "ddim" (η-DDIM, diffusers' DDIM timesteps) or "dpm++2m" (DPM-Solver++,
-            diffusers' linspace timesteps, deterministic).
-        eta: DDIM stochasticity η in [0, 1] (``solver="ddim"`` only).
+        solver: "ddim" (DDIM with noise ``eta``, diffusers' DDIM timesteps) or "dpm++2m"
+            (DPM-Solver++, diffusers' linspace timesteps, deterministic).
+        eta: the DDIM noise η_DDIM in [0, 1] (``solver="ddim"`` only); not the CDTC
+            threshold η, which is the guidance's ``threshold``.
         order: DPM-Solver++ order, 1 or 2 (``solver="dpm++2m"`` only).
         timesteps: explicit descending train timesteps instead of the solver's own grid.
         guidance: None or a guidance object (`safescore.SafeGuidance`,
             `safescore.NegativeGuidance`, ...).
-        generator: torch generator for the DDIM noise (η > 0).
+        generator: torch generator for the DDIM noise draws (``eta > 0``).
         record: keep the trajectory, x̂0's, p_h(x̂0) and the corrected masks.
         progress: show a tqdm progress bar.
         callback: called after each step with a dict (i, t, t_next, x, x_next, x0_hat, harm,
@@ -417,7 +418,7 @@ def dpm_solver_sample(
 ) -> SampleResult:
     """`sample` with ``solver="dpm++2m"``: DPM-Solver++ (order 1 or 2), same guidance site.
 
-    ``order=1`` is DDIM with η = 0; the first step (no history yet) and the last (σ = 0) are
+    ``order=1`` is DDIM with ``eta = 0``; the first step (no history yet) and the last (σ = 0) are
     first order, as in diffusers.
     """
     return sample(

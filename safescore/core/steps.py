@@ -6,8 +6,11 @@ Notation (DDIM, Song et al. 2021):
     x_t        current sample                 eps      ε_θ(x_t, t), the ε-model's prediction
     a_t        ᾱ_t  (alphas_cumprod[t])       a_prev   ᾱ of the next (less noisy) timestep
     x0_hat     x̂0 = (x_t - sqrt(1 - a_t) eps) / sqrt(a_t)             (Tweedie; DDIM eq. 9)
-    sigma      σ_t = η sqrt((1 - a_prev)/(1 - a_t)) sqrt(1 - a_t/a_prev)  (DDIM eq. 16)
+    eta        η_DDIM, the DDIM noise in [0, 1] (the DDIM paper's η; the name is diffusers')
+    sigma      σ_t = η_DDIM sqrt((1 - a_prev)/(1 - a_t)) sqrt(1 - a_t/a_prev)  (DDIM eq. 16)
     x_prev     sqrt(a_prev) x0_hat + sqrt(1 - a_prev - σ_t²) eps + σ_t z   (DDIM eq. 12)
+
+η alone is the CDTC threshold everywhere in this package (the thesis' symbol), never DDIM's noise.
 
 The score is ∇ log p_t(x_t) = -eps / sqrt(1 - a_t).
 """
@@ -101,7 +104,7 @@ def ddim_step(
         x_t: current sample, shape (B, ...).
         eps: ε-model prediction at (x_t, t), shape (B, ...).
         alpha_bar_t, alpha_bar_prev: ᾱ at t and at the next timestep, numbers in (0, 1].
-        eta: DDIM stochasticity η in [0, 1]; 0 is deterministic, 1 is DDPM-like.
+        eta: the DDIM noise η_DDIM in [0, 1]; 0 is deterministic, 1 is DDPM-like.
         x0_hat: clean-point prediction to use instead of Tweedie's (e.g. a guided one).
         noise: the z of eq. 12, shape (B, ...); drawn from ``generator`` when None and eta > 0.
         generator: torch generator for z.
@@ -128,7 +131,7 @@ def ddim_step(
     # 3. Direction pointing to x_t, then x_prev without noise (eq. 12).
     direction = (1 - a_prev - std_dev_t**2) ** 0.5 * eps
     x_prev = a_prev**0.5 * x0_hat + direction
-    # 4. Add noise σ_t z when η > 0.
+    # 4. Add noise σ_t z when η_DDIM > 0.
     if eta > 0:
         if noise is None:
             gen_device = generator.device if generator is not None else x_t.device
@@ -187,7 +190,7 @@ def dpm_solver_step(
         x0_prev: x̂0_{i-1} for the second-order (2M) update; None for first order.
     Returns:
         (first-order x_{i+1}, second-order x_{i+1}); both are the first-order update when
-        ``x0_prev`` is None. The first-order update equals DDIM with η = 0.
+        ``x0_prev`` is None. The first-order update equals DDIM with ``eta = 0``.
 
         h = λ_{i+1} - λ_i,   r = h_prev / h,   D = x̂0_i + (x̂0_i - x̂0_{i-1}) / (2r)
         x_{i+1} = (s_{i+1}/s_i) x_i - α_{i+1} (e^{-h} - 1) D

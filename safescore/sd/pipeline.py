@@ -279,7 +279,7 @@ class SafeStableDiffusionPipeline(StableDiffusionPipeline):
             negative_prompt: str or list like ``prompt``. generator: a torch.Generator or one per
                 image (N_p × num_images_per_prompt). height, width: image size, multiples of the
                 VAE factor; default the UNet's sample_size × VAE factor.
-            output_type: "pil" | "np" | "pt" | "latent". eta: DDIM η in [0, 1].
+            output_type: "pil" | "np" | "pt" | "latent". eta: the DDIM noise η_DDIM in [0, 1].
             latents: initial latents (N, C, h, w) instead of the generator's draw.
             record: keep per-step harm (steps, N) and corrected (steps, N).
             record_previews: also decode the x̂0 of every step (costs one VAE decode per step).
