@@ -14,6 +14,7 @@ The drawing lives in `RingExplorer.update` / `PipelineExplorer.update`, so a red
 
 from __future__ import annotations
 
+import math
 import time
 
 import matplotlib.pyplot as plt
@@ -40,6 +41,45 @@ def _live_kernel() -> bool:
         return False
     shell = get_ipython()
     return shell is not None and getattr(shell, "kernel", None) is not None
+
+
+def _same_settings(a: dict, b: dict) -> bool:
+    """True when two settings dicts hold the same values, numbers compared up to rounding."""
+
+    def same(x, y) -> bool:
+        numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (x, y))
+        return math.isclose(x, y, rel_tol=1e-9) if numbers else x == y
+
+    return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+
+
+def _redrawer(explorer, out, timing):
+    """The controls' callback: shows ``explorer``'s figure in the Output widget ``out`` and the
+    time taken in the Label ``timing``, resampling only for settings not shown yet.
+
+    The first call shows the figure the explorer drew when it was made (its settings are the
+    controls' starting values). A log slider sends its value back as base**log_base(value) when
+    a page draws it, off by a rounding error: that round trip does not resample either.
+    """
+    from IPython.display import display
+
+    shown = None
+
+    def redraw(**params):
+        nonlocal shown
+        if shown is not None and _same_settings(shown, params):
+            return
+        if shown is None and _same_settings(explorer.params, params):
+            fig = explorer.figure
+        else:
+            fig = explorer.update(**params)
+        shown = params
+        with out:
+            out.clear_output(wait=True)
+            display(fig)
+        timing.value = f"redrawn in {explorer.last_seconds:.2f} s"
+
+    return redraw
 
 
 class RingExplorer:
@@ -196,7 +236,6 @@ class RingExplorer:
     def widget(self):
         """Sliders and dropdowns above the figure (needs ipywidgets and a live kernel)."""
         import ipywidgets as w
-        from IPython.display import display
 
         p = self.params
         g = float(p["gamma"])
@@ -223,15 +262,7 @@ class RingExplorer:
         }
         out = w.Output()
         timing = w.Label()
-
-        def redraw(**params):
-            fig = self.update(**params)
-            with out:
-                out.clear_output(wait=True)
-                display(fig)
-            timing.value = f"redrawn in {self.last_seconds:.2f} s"
-
-        w.interactive_output(redraw, controls)
+        w.interactive_output(_redrawer(self, out, timing), controls)
         box = w.VBox(
             [
                 w.HBox([controls["gamma"], controls["threshold"], controls["steps"]]),
@@ -340,7 +371,6 @@ class PipelineExplorer:
     def widget(self, *, gamma_range: tuple[float, float] | None = None):
         """γ (log scale) and threshold sliders above the figure (needs ipywidgets)."""
         import ipywidgets as w
-        from IPython.display import display
 
         g = float(self.params["gamma"])
         lo, hi = gamma_range or (g / 100, g * 10)
@@ -360,15 +390,7 @@ class PipelineExplorer:
         }
         controls["gamma"].continuous_update = False
         out, timing = w.Output(), w.Label()
-
-        def redraw(**params):
-            fig = self.update(**params)
-            with out:
-                out.clear_output(wait=True)
-                display(fig)
-            timing.value = f"redrawn in {self.last_seconds:.2f} s"
-
-        w.interactive_output(redraw, controls)
+        w.interactive_output(_redrawer(self, out, timing), controls)
         return w.VBox([w.HBox(list(controls.values())), timing, out])
 
 

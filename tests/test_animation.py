@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import matplotlib
 
 matplotlib.use("Agg")  # the test process only; the library never switches backends
@@ -146,4 +148,26 @@ def test_ring_explorer_widget_builds():
     explorer = RingExplorer(n=50, steps=5)
     box = explorer.widget()
     assert len(box.children) == 4
+    plt.close(explorer.figure)
+
+
+def test_explorer_widget_resamples_once_per_new_setting():
+    pytest.importorskip("ipywidgets")
+    from safescore.widgets import RingExplorer
+
+    explorer = RingExplorer(n=50, steps=5)
+    updates = []
+    update = explorer.update
+    explorer.update = lambda **params: updates.append(params) or update(**params)
+    box = explorer.widget()
+    gamma = box.children[0].children[0]
+    assert updates == []  # the first display shows the figure drawn when the explorer was made
+    # What a page's log slider sends back when it draws: base**log_base(value), a rounding off.
+    round_trip = 10 ** math.log10(gamma.value)
+    assert round_trip != gamma.value
+    gamma.value = round_trip
+    assert updates == []
+    gamma.value = explorer.params["gamma"] / 10
+    assert len(updates) == 1 and updates[0]["gamma"] == explorer.params["gamma"]
+    assert explorer.params["gamma"] == pytest.approx(explorer.problem.gamma / 10)
     plt.close(explorer.figure)

@@ -15,7 +15,6 @@ import http.server
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import threading
@@ -23,16 +22,11 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
+from _browser import MISSING, NO_BROWSER, start_chromium
 
 ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver")
 
-pytestmark = pytest.mark.skipif(
-    CHROMIUM is None or CHROMEDRIVER is None,
-    reason="Debian's chromium and chromium-driver are not installed "
-    "(`make test` installs them when run as root: apt-get install chromium chromium-driver)",
-)
+pytestmark = pytest.mark.skipif(MISSING, reason=NO_BROWSER)
 
 # Text that means TeX was not typeset: \( \) \[ \] delimiters, $$, or $...$ around a command.
 RAW_TEX = re.compile(r"\\\(|\\\)|\\\[|\\\]|\$\$|\$[^$\s][^$]*\\[a-zA-Z]+[^$]*\$")
@@ -78,18 +72,7 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def browser():
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
-        options.add_argument(arg)
-    options.add_argument("--window-size=1280,1000")
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
-    # The system chromedriver, given explicitly, so selenium never tries to download one.
-    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
-    driver.set_page_load_timeout(60)
+    driver = start_chromium(logs=True)
     yield driver
     driver.quit()
 
