@@ -7,8 +7,10 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 from .prompts import THESIS_CATEGORIES
 from .protocols import (
@@ -43,6 +45,22 @@ def mini_settings() -> dict:
     )
 
 
+#: The mini model's image size: it was trained on 16×16 digits and makes no other size.
+MINI_IMAGE_SIZE = 16
+#: Settings the mini model has no use for (its own UNet, CLIP and classifier), with their options:
+#: with ``mini`` each must keep the protocol's value (or the default); anything else is refused.
+MINI_UNUSED = {
+    "model": "--model",
+    "guidance_clip": "--guidance-clip",
+    "scorer_clip": "--scorer-clip",
+    "clip_preprocessing": "--clip-preprocessing",
+    "special_care": "--no-special-care",
+    "q16_embeddings": "--q16-embeddings",
+    "aesthetic_weights": "--aesthetic-weights",
+}
+#: Scorers with no trained head for the mini CLIP (they would score with random weights).
+MINI_RANDOM_SCORERS = ("q16", "aesthetic")
+
 #: Seeds are integers in [0, MAX_SEED] (torch.Generator.manual_seed takes 64 bits).
 MAX_SEED = 2**63 - 1
 RANDOM_WEIGHTS_NOTE = (
@@ -67,6 +85,35 @@ def _whole(name, value, *, low=1, optional=False):
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
         raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
     return value
+
+
+def check_clip_source(option: str, value: str) -> None:
+    """A CLIP given as a local folder must exist and hold a CLIP model (``config.json`` with
+    ``model_type`` "clip"); a hub id (``org/name``) is left to the loader."""
+    path = Path(value).expanduser()
+    looks_local = value.startswith(("/", "./", "../", "~", ".\\")) or value.count("/") > 1
+    if not path.exists():
+        if looks_local:
+            raise ValueError(
+                f"{option} {value!r} not found locally: no such folder; give a CLIP model "
+                "folder or a hub id such as openai/clip-vit-base-patch16"
+            )
+        return
+    config = path / "config.json"
+    if not path.is_dir() or not config.is_file():
+        raise ValueError(
+            f"{option} {value!r} is not a model folder (no config.json in it); give a CLIP model "
+            "folder or a hub id such as openai/clip-vit-base-patch16"
+        )
+    try:
+        model_type = json.loads(config.read_text(encoding="utf-8")).get("model_type")
+    except (ValueError, UnicodeDecodeError, AttributeError):
+        model_type = None
+    if model_type != "clip":
+        raise ValueError(
+            f"{option} {value!r} holds a {model_type or 'unknown'} model, not CLIP "
+            f"(config.json model_type is {model_type!r}, not 'clip'); give a CLIP model folder"
+        )
 
 
 @dataclass
@@ -132,7 +179,22 @@ class EvalConfig:
         unknown = sorted(set(options) - {f.name for f in dataclasses.fields(cls)})
         if unknown:
             raise TypeError(f"unknown EvalConfig field(s): {', '.join(unknown)}")
-        return cls(**{**settings, **options, "protocol": protocol})
+        merged = {**settings, **options}
+        # An option the data replaces would be recorded and ignored: refuse it.
+        if merged.get("data_seeds") and "seed_offset" in options:
+            raise ValueError(
+                "--seed-offset does not apply with --data-seeds (each prompt's sd_seed is used"
+                f"{'; the sld protocol turns it on' if settings.get('data_seeds') else ''}); "
+                "add --no-data-seeds to use --seed-offset"
+            )
+        if merged.get("data_guidance") and "guidance_scale" in options:
+            raise ValueError(
+                "--guidance-scale does not apply with --data-guidance (each prompt's "
+                "sd_guidance_scale is used"
+                f"{'; the sld protocol turns it on' if settings.get('data_guidance') else ''}); "
+                "add --no-data-guidance to use --guidance-scale"
+            )
+        return cls(**{**merged, "protocol": protocol})
 
     @classmethod
     def default(cls, name: str):
@@ -214,8 +276,21 @@ class EvalConfig:
         if len(set(self.scorers)) != len(self.scorers):
             raise ValueError(f"scorers: a scorer is listed twice in {self.scorers}")
         if self.categories is not None:
+            if isinstance(self.categories, str):  # "violence,sexual" as on the command line
+                self.categories = [c.strip() for c in self.categories.split(",")]
             self.categories = list(self.categories)
+            if not self.categories or any(
+                not isinstance(c, str) or not c.strip() for c in self.categories
+            ):
+                raise ValueError(
+                    "categories must be None (every prompt) or a non-empty list of names, "
+                    f"got {self.categories!r}"
+                )
+        if self.mini:
+            self._check_mini()
         if not (self.tiny or self.mini):
+            check_clip_source("--guidance-clip", self.guidance_clip)
+            check_clip_source("--scorer-clip", self.scorer_clip)
             if "q16" in self.scorers and not self.q16_embeddings:
                 raise ValueError(
                     "the q16 scorer needs --q16-embeddings PATH (.npy/.safetensors; see "
@@ -226,6 +301,38 @@ class EvalConfig:
                     "the aesthetic scorer needs --aesthetic-weights PATH "
                     "(sac+logos+ava1-l14-linearMSE.pth), or leave aesthetic out of --scorers"
                 )
+
+    def _check_mini(self) -> None:
+        """Refuse what the mini model would ignore; fill in its tuned γ and η where not given."""
+        fixed = protocol_settings(self.protocol)
+        for name, option in MINI_UNUSED.items():
+            if getattr(self, name) != fixed.get(name, self.default(name)):
+                raise ValueError(
+                    f"{option} does not apply to --mini (the mini model uses its own UNet, CLIP "
+                    "and digit classifier); leave it out"
+                )
+        random = [s for s in self.scorers if s in MINI_RANDOM_SCORERS]
+        if random:
+            raise ValueError(
+                f"scorers: {', '.join(random)} has no trained head for the mini CLIP (it would "
+                "score with random weights); with --mini use digit, clip (or nudenet)"
+            )
+        for name in ("height", "width"):
+            value = getattr(self, name)
+            if value is not None and value != MINI_IMAGE_SIZE:
+                raise ValueError(
+                    f"--{name} {value}: the mini model makes {MINI_IMAGE_SIZE}×{MINI_IMAGE_SIZE} "
+                    f"images only (it was trained at that size); leave --{name} out"
+                )
+        # Not given (None): the mini model's tuned values, recorded as the values used.
+        from ..sd import mini
+
+        if self.gamma is None:
+            self.gamma = mini.SAFE_GAMMA
+        if self.threshold is None:
+            self.threshold = mini.SAFE_THRESHOLD
+        if self.negative_gamma is None:
+            self.negative_gamma = mini.NEGATIVE_GAMMA
 
     def to_dict(self) -> dict:
         return asdict(self)

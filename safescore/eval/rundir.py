@@ -31,6 +31,15 @@ CONFIG_FILE = "config.json"
 LOCK_FILE = ".evaluate.lock"
 #: Keys every results row has.
 ROW_KEYS = ("prompt_id", "sampler", "seed")
+#: Columns that hold a number, a bool or null (the report computes with them); also every
+#: ``nudenet_*`` column but ``nudenet_labels``.
+NUMBER_COLUMNS = (
+    "seed_index", "guidance_scale", "batch_size", "process", "seconds", "score_seconds",
+    "harm_max", "harm_final", "corrected_steps", "ever_corrected", "q16_prob", "q16_detected",
+    "clip_coherence", "aesthetic", "digit", "digit_prob", "inappropriate",
+)  # fmt: skip
+#: Columns that hold a list of strings.
+LIST_COLUMNS = ("categories", "nudenet_labels")
 
 
 class RunLockedError(OSError):
@@ -122,12 +131,7 @@ def check_or_save_config(run_dir: Path, saved: dict) -> None:
     """
     path = run_dir / CONFIG_FILE
     if path.is_file():
-        try:
-            old = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ValueError(
-                f"{path} is not valid JSON ({exc}); remove it or use a new --out"
-            ) from None
+        old = read_config(run_dir, fix="remove it or use a new --out")
         if old != saved:
             diffs = [
                 f"{k}: {old.get(k)!r} -> {saved.get(k)!r}"
@@ -150,6 +154,24 @@ def check_or_save_config(run_dir: Path, saved: dict) -> None:
     _write_atomic(path, json.dumps(saved, indent=2, sort_keys=True) + "\n")
 
 
+def read_config(run_dir, *, fix: str = "remove it, or rerun the evaluate command") -> dict:
+    """``config.json`` of a run ({} where there is none); a file that is not a JSON object is
+    a ValueError naming it."""
+    path = Path(run_dir) / CONFIG_FILE
+    if not path.is_file():
+        return {}
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path} is not valid JSON ({exc}); {fix}") from None
+    if not isinstance(config, dict):
+        raise ValueError(
+            f"{path} holds {type(config).__name__} {json.dumps(config)[:40]}, not a run "
+            f"configuration (a JSON object); {fix}"
+        )
+    return config
+
+
 def result_files(run_dir: Path) -> list[Path]:
     """``results.jsonl`` then the shards ``results.rank*.jsonl`` (sorted)."""
     run_dir = Path(run_dir)
@@ -168,6 +190,21 @@ def parse_row(line: bytes | str):
     if isinstance(row["seed"], bool) or not isinstance(row["seed"], int):
         return None
     return row
+
+
+def row_problem(row: dict) -> str | None:
+    """What is wrong with the columns of a parsed row (a hand-edited file), or None."""
+    for key in ("prompt_id", "sampler"):
+        if not isinstance(row[key], str):
+            return f"{key} is {row[key]!r}, not a string"
+    for key, value in row.items():
+        if key in LIST_COLUMNS:
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                return f'column {key} is {value!r}, not a list of strings (e.g. ["three"])'
+        elif key in NUMBER_COLUMNS or (key.startswith("nudenet_") and key != "nudenet_labels"):
+            if value is not None and not isinstance(value, (int, float)):
+                return f"column {key} is {value!r}, not a number"
+    return None
 
 
 def is_failed(row: dict) -> bool:
@@ -196,6 +233,9 @@ def read_rows(run_dir: Path) -> list[dict]:
                     f"{path}, line {number}: not a results row (a JSON object with "
                     f"{', '.join(ROW_KEYS)}); fix or remove that line"
                 )
+            problem = row_problem(row)
+            if problem:
+                raise ValueError(f"{path}, line {number}: {problem}; fix or remove that line")
             key = row_key(row["prompt_id"], row["sampler"], row["seed"])
             old = rows.get(key)
             if old is None or is_failed(old):

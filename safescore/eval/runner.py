@@ -44,6 +44,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 from .processes import ProcessInfo, process_info
@@ -70,8 +71,10 @@ from .rundir import (
     missing_keys,
     open_for_append,
     parse_row,
+    read_config,
     read_rows,
     result_files,
+    row_problem,
 )
 from .suite import build_scorers
 from .work import (
@@ -101,6 +104,8 @@ __all__ = [
     "batches",
     "build_scorers",
     "check_or_save_config",
+    "read_config",
+    "row_problem",
     "expected_keys",
     "image_relpath",
     "is_failed",
@@ -181,6 +186,13 @@ def run_evaluation(
     run_dir = Path(out)
     prompts = load_run_prompts(config)
     items = work_items(config, prompts)
+    mine = items[process.index :: process.count]
+    largest = max(Counter((it.sampler, it.guidance_scale) for it in mine).values(), default=0)
+    if batch_size > largest:
+        raise ValueError(
+            f"--batch-size {batch_size} is larger than the {largest} image(s) one batch can hold "
+            f"in this run (a batch has one sampler and one guidance scale); give at most {largest}"
+        )
     saved = dict(config.to_dict(), prompt_fingerprint=prompt_fingerprint(prompts))
     lock = None
     if process.index == 0:
