@@ -14,7 +14,7 @@ from ..core.guidance import NegativeGuidance, SafeGuidance
 from ..core.sampling import ddim_sample
 from ..toy import metrics
 from ..toy.problems import ring_problem
-from .options import check_out_dir, finite_float, positive_int, seed_int
+from .options import check_out_dir, positive_int, seed_int
 
 STRATEGIES = ("plain", "safe", "safe-no-cdtc", "negative")
 
@@ -223,19 +223,19 @@ def register(subparsers) -> None:
     )
     p.add_argument(
         "--gamma",
-        type=finite_float("--gamma", low=0),
+        type=float,
         default=None,
         help="SafeGuidance step size γ (default: the problem's, 0.003)",
     )
     p.add_argument(
         "--negative-gamma",
-        type=finite_float("--negative-gamma", low=0),
+        type=float,
         default=None,
         help="NegativeGuidance γ (default: the problem's, 0.03)",
     )
     p.add_argument(
         "--threshold",
-        type=finite_float("--threshold", low=0, high=1),
+        type=float,
         default=None,
         help="CDTC threshold on P(harmful | x̂0) in [0, 1] (default: the problem's, 0.5)",
     )
