@@ -11,6 +11,7 @@ random-weight components (offline; NOT a real result).
 from __future__ import annotations
 
 import argparse
+import math
 
 from ..eval.protocols import DEFAULT_GUIDANCE_CLIP, DEFAULT_MODEL
 from .options import (
@@ -19,11 +20,16 @@ from .options import (
     finite_float,
     nonempty,
     positive_int,
+    refuse_unused,
     resolve_device,
     seed_int,
 )
 
 REDUCTIONS = ("mean", "topk", "max", "sum_log_topk", "matching")
+
+
+#: The most thresholds one calibration evaluates (a grid of 0.0001 over [-1, 1] is 20,001).
+MAX_THRESHOLDS = 100_001
 
 
 def _thresholds(text: str) -> tuple[float, float, float]:
@@ -33,9 +39,19 @@ def _thresholds(text: str) -> tuple[float, float, float]:
         raise argparse.ArgumentTypeError(
             f"--thresholds must be START:STOP:STEP (e.g. 0:1:0.01), got {text!r}"
         ) from None
+    if not all(math.isfinite(v) for v in (lo, hi, step)):
+        raise argparse.ArgumentTypeError(
+            f"--thresholds START:STOP:STEP must be finite numbers (e.g. 0:1:0.01), got {text!r}"
+        )
     if not (hi >= lo and step > 0):
         raise argparse.ArgumentTypeError(
             f"--thresholds START:STOP:STEP needs STOP >= START and STEP > 0, got {text!r}"
+        )
+    count = math.floor((hi - lo) / step + 0.5) + 1
+    if count > MAX_THRESHOLDS:
+        raise argparse.ArgumentTypeError(
+            f"--thresholds {text} gives {count:,} thresholds, more than {MAX_THRESHOLDS:,}; "
+            "use a larger STEP"
         )
     return lo, hi, step
 
@@ -54,10 +70,10 @@ def register(subparsers) -> None:
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--mini", action="store_true", help="the trained mini digits model")
     mode.add_argument("--tiny", action="store_true", help="tiny RANDOM-weight components")
-    p.add_argument("--model", type=nonempty("--model"), default=DEFAULT_MODEL,
+    p.add_argument("--model", type=nonempty("--model"), default=None,
                    help=f"Stable Diffusion folder or hub id (default {DEFAULT_MODEL})")  # fmt: skip
-    p.add_argument("--clip", type=nonempty("--clip"), default=DEFAULT_GUIDANCE_CLIP,
-                   help="CLIP for p_h (default ViT-B/16, the thesis')")  # fmt: skip
+    p.add_argument("--clip", type=nonempty("--clip"), default=None,
+                   help=f"CLIP for p_h (default {DEFAULT_GUIDANCE_CLIP}, the thesis')")  # fmt: skip
     p.add_argument("--prompts", nargs="+", default=None,
                    help="prompts (default with --mini: 'a handwritten {digit}' for all ten)")  # fmt: skip
     p.add_argument("--concept", action="append", default=None,
@@ -88,6 +104,18 @@ def _load(args, device):
     import torch
 
     kw = dict(reduction=args.reduction, preprocessing=args.clip_preprocessing)
+    mode = "--mini" if args.mini else ("--tiny" if args.tiny else None)
+    refuse_unused(
+        mode, {"--model": args.model, "--clip": args.clip}, "it brings its own UNet and CLIP"
+    )
+    if args.mini:
+        refuse_unused(
+            mode,
+            {"--clip-preprocessing": None if args.clip_preprocessing == "clip" else "author"},
+            "the mini CLIP has its own mean/std",
+        )
+    args.model = args.model or DEFAULT_MODEL
+    args.clip = args.clip or DEFAULT_GUIDANCE_CLIP
     if args.mini:
         from ..sd import mini
 
@@ -136,6 +164,12 @@ def run_calibrate(args) -> int:
         lo, hi, step = max(lo, -1.0), min(hi, 1.0), 0.01
     else:
         lo, hi, step = args.thresholds
+        low, high = prob_range(density)
+        if lo < low or hi > high:
+            raise CLIError(
+                f"--thresholds {lo:g}:{hi:g}:{step:g} leaves the range of p_h ({type(density).__name__}"
+                f", reduction {args.reduction}): [{low:g}, {high:g}]; give thresholds inside it"
+            )
     grid = np.round(np.arange(lo, hi + step / 2, step), 6)
     seeds = range(args.seed_offset, args.seed_offset + args.seeds)
     steps = args.steps or steps

@@ -14,7 +14,7 @@ from ..core.guidance import NegativeGuidance, SafeGuidance
 from ..core.sampling import ddim_sample
 from ..toy import metrics
 from ..toy.problems import ring_problem
-from .options import positive_int
+from .options import check_out_dir, positive_int, seed_int
 
 STRATEGIES = ("plain", "safe", "safe-no-cdtc", "negative")
 
@@ -216,7 +216,7 @@ def register(subparsers) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--out", default="outputs/demo", help="output directory (created if missing)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the initial noise")
+    p.add_argument("--seed", type=seed_int("--seed"), default=0, help="seed of the initial noise")
     p.add_argument("--steps", type=positive_int("--steps"), default=100, help="DDIM steps")
     p.add_argument(
         "--samples", type=positive_int("--samples"), default=5000, help="samples per strategy"
@@ -263,7 +263,7 @@ def register(subparsers) -> None:
 
 def _run(args) -> int:
     run_demo(
-        out=args.out,
+        out=check_out_dir(args.out),
         seed=args.seed,
         steps=args.steps,
         samples=args.samples,

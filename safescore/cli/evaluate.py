@@ -2,7 +2,7 @@
 ``accelerate launch -m safescore evaluate ...``.
 
 The defaults are not restated here: an option left out takes the ``--protocol``'s setting, else
-`safescore.eval.runner.EvalConfig`'s default (shown in ``--help``). torch, diffusers,
+`safescore.eval.run_config.EvalConfig`'s default (shown in ``--help``). torch, diffusers,
 pandas and nudenet load inside the commands.
 """
 
@@ -13,6 +13,7 @@ import argparse
 from ..eval.protocols import PROTOCOL_NAMES, SCHEDULERS, describe_protocol
 from ..eval.runner import SCORER_NAMES, EvalConfig
 from .options import (
+    CLIError,
     check_out_dir,
     finite_float,
     nonempty,
@@ -21,6 +22,8 @@ from .options import (
     seed_int,
 )
 
+#: The most bootstrap resamples ``report`` takes (each holds a resample of every row).
+MAX_BOOTSTRAP = 100_000
 UNSET = argparse.SUPPRESS  # an option left out is absent from args: the protocol decides
 
 
@@ -124,12 +127,12 @@ def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", type=nonempty("--model"), default=UNSET,
                    help=f"diffusers model id or folder ({_d('model')})")  # fmt: skip
     p.add_argument("--gamma", type=finite_float("--gamma", low=0), default=UNSET,
-                   help="γ of the safe presets (default: the preset's, 75)")  # fmt: skip
+                   help="γ of the safe presets (default: the preset's, 75; --mini: 150)")  # fmt: skip
     p.add_argument("--threshold", type=finite_float("--threshold", low=-1, high=1),
                    default=UNSET, help="η of the safe presets, a CLIP cosine in [-1, 1] "
-                   "(default: the preset's, 0.23)")  # fmt: skip
+                   "(default: the preset's, 0.23; --mini: 0.5)")  # fmt: skip
     p.add_argument("--negative-gamma", type=finite_float("--negative-gamma", low=0),
-                   default=UNSET, help="γ of the negative sampler (default: the preset's)")  # fmt: skip
+                   default=UNSET, help="γ of the negative sampler (default: the preset's; --mini: 300)")  # fmt: skip
     p.add_argument(
         "--scorers",
         default=UNSET,
@@ -213,7 +216,10 @@ def add_report_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dir", help="the run directory written by `safescore evaluate`")
     p.add_argument("--no-blur", action="store_true", help="show detected images unblurred in grids")
     p.add_argument(
-        "--bootstrap", type=positive_int("--bootstrap"), default=1000, help="bootstrap resamples"
+        "--bootstrap",
+        type=positive_int("--bootstrap", high=MAX_BOOTSTRAP),
+        default=1000,
+        help=f"bootstrap resamples (at most {MAX_BOOTSTRAP:,})",
     )
     p.add_argument(
         "--grid-size", type=positive_int("--grid-size"), default=16, help="images per grid"
@@ -227,21 +233,61 @@ def add_report_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_report(args) -> int:
+    from PIL import UnidentifiedImageError
+
     from ..eval.report import write_report
 
-    paths = write_report(
-        args.run_dir,
-        blur=not args.no_blur,
-        n_bootstrap=args.bootstrap,
-        grid_size=args.grid_size,
-        figures=not args.no_figures,
-        reference_images=args.reference_images,
-        inception_weights=args.inception_weights,
-    )
+    if args.inception_weights is not None and args.reference_images is None:
+        raise CLIError(
+            "--inception-weights is used for FID/KID only, which need --reference-images FOLDER; "
+            "give both, or leave --inception-weights out"
+        )
+    try:
+        paths = write_report(
+            args.run_dir,
+            blur=not args.no_blur,
+            n_bootstrap=args.bootstrap,
+            grid_size=args.grid_size,
+            figures=not args.no_figures,
+            reference_images=args.reference_images,
+            inception_weights=args.inception_weights,
+        )
+    except UnidentifiedImageError as exc:
+        raise CLIError(
+            f"--reference-images: {exc}; remove that file or give it a real image"
+        ) from None
+    except ModuleNotFoundError as exc:
+        if exc.name is not None:  # a real import failure: a bug or a broken install, keep it
+            raise
+        raise CLIError(str(exc)) from None  # an optional package's message (FID/KID)
     text = paths["markdown"].read_text(encoding="utf-8")
     print(text.split("\n## Figures")[0].rstrip())
     print(f"wrote {', '.join(str(p) for p in paths.values() if not isinstance(p, list))}")
+    _note_if_incomplete(args.run_dir)
     return 0
+
+
+def _note_if_incomplete(run_dir) -> None:
+    """Say so when the run lacks rows its configuration asks for (a run cut short)."""
+    import sys
+    from pathlib import Path
+
+    from ..eval.runner import expected_keys, read_config, read_rows, row_key
+
+    config = read_config(run_dir)
+    config.pop("prompt_fingerprint", None)
+    try:
+        expected = expected_keys(EvalConfig(**config))
+    except (TypeError, ValueError, OSError):  # an old or hand-made config: nothing to compare
+        return
+    have = {row_key(r["prompt_id"], r["sampler"], r["seed"]) for r in read_rows(Path(run_dir))}
+    missing = expected - have
+    if missing:
+        print(
+            f"note: the run is incomplete: {len(missing)} of {len(expected)} images are missing "
+            "(rerun the same evaluate command to finish it); the report covers the rest",
+            file=sys.stderr,
+        )
 
 
 def register(subparsers) -> None:

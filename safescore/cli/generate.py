@@ -16,11 +16,14 @@ import json
 import os
 
 from ..eval.protocols import DEFAULT_GUIDANCE_CLIP, DEFAULT_MODEL
+from ..eval.run_config import MINI_IMAGE_SIZE
 from .options import (
+    CLIError,
     check_out_dir,
     finite_float,
     nonempty,
     positive_int,
+    refuse_unused,
     resolve_device,
     seed_int,
 )
@@ -80,10 +83,10 @@ def register(subparsers) -> None:
                    help="image height (default: the model's)")  # fmt: skip
     p.add_argument("--width", type=positive_int("--width"), default=None,
                    help="image width (default: the model's)")  # fmt: skip
-    p.add_argument("--model", type=nonempty("--model"), default=DEFAULT_MODEL,
-                   help="Stable Diffusion hub id or local folder")  # fmt: skip
-    p.add_argument("--clip", type=nonempty("--clip"), default=DEFAULT_GUIDANCE_CLIP,
-                   help="CLIP hub id or local folder for p_h")  # fmt: skip
+    p.add_argument("--model", type=nonempty("--model"), default=None,
+                   help=f"Stable Diffusion hub id or local folder (default {DEFAULT_MODEL})")  # fmt: skip
+    p.add_argument("--clip", type=nonempty("--clip"), default=None,
+                   help=f"CLIP hub id or local folder for p_h (default {DEFAULT_GUIDANCE_CLIP})")  # fmt: skip
     p.add_argument("--tiny", action="store_true", help="tiny RANDOM-weight components (offline)")
     p.add_argument(
         "--mini",
@@ -160,6 +163,24 @@ def run_generate(args) -> int:
         raise ValueError(f"--mini: preset {args.preset!r} has no mini version; use single")
     if args.mini and (args.reduction is not None or args.k is not None):
         raise ValueError("--mini: --reduction and --k are not available (one concept, cosine)")
+    mode = "--mini" if args.mini else ("--tiny" if args.tiny else None)
+    refuse_unused(
+        mode, {"--model": args.model, "--clip": args.clip}, "it brings its own UNet and CLIP"
+    )
+    if args.mini:
+        refuse_unused(
+            mode,
+            {"--clip-preprocessing": None if args.clip_preprocessing == "clip" else "author"},
+            "the mini CLIP has its own mean/std",
+        )
+        for option, size in (("--height", args.height), ("--width", args.width)):
+            if size is not None and size != MINI_IMAGE_SIZE:
+                raise CLIError(
+                    f"{option} {size}: the mini model makes {MINI_IMAGE_SIZE}×{MINI_IMAGE_SIZE} "
+                    f"images only (it was trained at that size); leave {option} out"
+                )
+    args.model = args.model or DEFAULT_MODEL
+    args.clip = args.clip or DEFAULT_GUIDANCE_CLIP
     if args.steps is None:
         args.steps = 25 if args.mini else 50
     if args.guidance_scale is None:

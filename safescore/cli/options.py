@@ -20,18 +20,17 @@ class CLIError(Exception):
     """An expected failure (bad input, missing file): one line on stderr, exit status 2."""
 
 
-def positive_int(name):
-    """argparse type: an integer >= 1, the error naming the option ``name``."""
+def positive_int(name, *, high: int | None = None):
+    """argparse type: an integer >= 1 (and <= ``high``), the error naming the option ``name``."""
+    allowed = "an integer >= 1" if high is None else f"an integer in [1, {high}]"
 
     def parse(text):
         try:
             v = int(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"{name} must be an integer >= 1, got {text!r}"
-            ) from None
-        if v < 1:
-            raise argparse.ArgumentTypeError(f"{name} must be an integer >= 1, got {v}")
+            raise argparse.ArgumentTypeError(f"{name} must be {allowed}, got {text!r}") from None
+        if v < 1 or (high is not None and v > high):
+            raise argparse.ArgumentTypeError(f"{name} must be {allowed}, got {v}")
         return v
 
     return parse
@@ -82,6 +81,18 @@ def nonempty(name):
         return text
 
     return parse
+
+
+def refuse_unused(mode: str | None, given: dict, reason: str) -> None:
+    """Refuse options that ``mode`` (``"--mini"``, ``"--tiny"`` or None) would record and ignore.
+
+    ``given``: {option: value}, where None means the option was left out.
+    """
+    if mode is None:
+        return
+    for option, value in given.items():
+        if value is not None:
+            raise CLIError(f"{option} does not apply to {mode} ({reason}); leave it out")
 
 
 def check_out_dir(path, option: str = "--out", *, must_be_empty: bool = False) -> Path:

@@ -110,6 +110,11 @@ def _read_table(source: str | os.PathLike):
     if not path.exists():
         raise FileNotFoundError(f"prompt file not found: {path}")
     text = read_text_file(path)
+    if not text.strip():
+        raise ValueError(
+            f"{path} is empty; a prompt CSV needs a header row (e.g. id,prompt) and one row per "
+            "prompt"
+        )
     try:
         return pd.read_csv(io.StringIO(text))
     except Exception as exc:  # pandas raises several parser error types
@@ -199,11 +204,14 @@ def load_i2p(
     if categories is not None:
         if isinstance(categories, str):
             categories = [categories]
-        unknown = [c for c in categories if c not in I2P_CATEGORIES]
+        # I2P's labels, and those of this table (the mini-I2P set's: three, benign)
+        labels = {c for cell in table["categories"] for c in _split_categories(cell)}
+        known = list(I2P_CATEGORIES) + sorted(labels - set(I2P_CATEGORIES))
+        unknown = [c for c in categories if c not in known]
         if unknown:
             raise ValueError(
                 f"categories: unknown I2P categor{'y' if len(unknown) == 1 else 'ies'} "
-                f"{', '.join(map(repr, unknown))}; known: {', '.join(I2P_CATEGORIES)}"
+                f"{', '.join(map(repr, unknown))}; known: {', '.join(known)}"
             )
         if not categories:
             raise ValueError("categories must be None (keep all) or a non-empty list")
@@ -290,9 +298,23 @@ def load_prompt_file(
                 f"{path}: missing column prompt (or caption/text); "
                 f"found {', '.join(map(str, table.columns))}"
             )
-        table = table[table[col].notna()]
+        empty = table[col].isna() | (table[col].astype(str).str.strip() == "")
+        if empty.any():
+            row = int(empty.to_numpy().nonzero()[0][0])
+            raise ValueError(
+                f"{path}, data row {row + 1}: the {col} is empty (or only spaces); fill it in "
+                "or remove the row"
+            )
         prompts = table[col].astype(str).str.strip().tolist()
         id_col = _first_present(table.columns, ("id", "prompt_id", "image_id", "case_number"))
+        if id_col:
+            empty = table[id_col].isna() | (table[id_col].astype(str).str.strip() == "")
+            if empty.any():
+                row = int(empty.to_numpy().nonzero()[0][0])
+                raise ValueError(
+                    f"{path}, data row {row + 1}: column {id_col} is empty; give every row an "
+                    f"id, or remove the {id_col} column (ids are then the row numbers)"
+                )
         raw_ids = table[id_col].tolist() if id_col else range(len(table))
         ids = [f"{source}-{i}" for i in raw_ids]
         seed_col = _first_present(table.columns, ("seed",) + _SEED_COLUMNS)
@@ -385,9 +407,13 @@ def load_prompts(
         if not all(parts):
             raise ValueError(f"prompts: {text!r} has an empty source between '+' signs")
         options = dict(categories=categories, hard_only=hard_only, deduplicate=deduplicate)
-        frame = pd.concat(
-            [load_prompts(part, limit=limit, **options) for part in parts], ignore_index=True
-        )
+        frames = []
+        for part in parts:
+            try:
+                frames.append(load_prompts(part, limit=limit, **options))
+            except (ValueError, OSError) as exc:
+                raise type(exc)(f"prompts: in {text!r}, the source {part!r}: {exc}") from None
+        frame = pd.concat(frames, ignore_index=True)
         if frame["prompt_id"].duplicated().any():
             dup = frame.loc[frame["prompt_id"].duplicated(), "prompt_id"].iloc[0]
             raise ValueError(

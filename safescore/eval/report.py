@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .runner import CONFIG_FILE, RANDOM_WEIGHTS_NOTE, is_failed, read_rows
+from .runner import RANDOM_WEIGHTS_NOTE, is_failed, read_config, read_rows
 
 BASELINE = "plain"
 #: Prompts per draw and draws of the expected maximum inappropriateness (I2P paper).
@@ -480,9 +480,7 @@ def write_report(
     all_rows = read_rows(run_dir)
     if not all_rows:
         raise ValueError(f"{run_dir} holds no results (results.jsonl is missing or empty)")
-    config = {}
-    if (run_dir / CONFIG_FILE).is_file():
-        config = json.loads((run_dir / CONFIG_FILE).read_text(encoding="utf-8"))
+    config = read_config(run_dir)
     failed = [r for r in all_rows if is_failed(r)]
     rows = [r for r in all_rows if not is_failed(r)]
     random_weights = bool(config.get("tiny"))

@@ -316,7 +316,7 @@ class SamplerContext:
                         f"--mini: preset {preset!r} has no mini version; use plain, "
                         "safe-single or negative"
                     )
-                self._cache[key] = _mini().safe_guidance()
+                self._cache[key] = _mini().safe_guidance(gamma=self.gamma, threshold=self.threshold)
                 return self._cache[key]
             from ..sd.presets import make_guidance
 
@@ -485,7 +485,9 @@ def _negative_sampler(context: SamplerContext) -> GenerateFn:
     from ..core.guidance import NegativeGuidance
 
     if context.mini:  # the mini model's tuned baseline: γ 300 and safe sampling's threshold
-        guidance = _mini().negative_guidance(gamma=context.negative_gamma)
+        guidance = _mini().negative_guidance(
+            gamma=context.negative_gamma, threshold=context.threshold
+        )
         return _pipeline_generate(context, context.pipeline(), guidance)
     single = context.guidance("single")
     gamma = context.negative_gamma if context.negative_gamma is not None else single.gamma

@@ -21,6 +21,8 @@ once per call); what remains per step is in `safescore.ddim_sample` and the guid
 
 from __future__ import annotations
 
+import math
+import numbers
 import os
 from dataclasses import dataclass
 
@@ -308,6 +310,15 @@ class SafeStableDiffusionPipeline(StableDiffusionPipeline):
         )  # fmt: skip
         if solver not in SOLVERS:
             raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
+        if (
+            isinstance(guidance_scale, bool)
+            or not isinstance(guidance_scale, numbers.Real)
+            or not math.isfinite(guidance_scale)
+        ):
+            raise ValueError(
+                "guidance_scale must be a finite number (<= 1: no classifier-free guidance), "
+                f"got {guidance_scale!r}"
+            )
         if solver != "ddim" and eta != 0:
             raise ValueError(f"eta must be 0 with solver={solver!r} (it is deterministic)")
         guidance = self._latent_guidance(guidance, density_vae)

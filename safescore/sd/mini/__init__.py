@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from ...core.guidance import NegativeGuidance, SafeGuidance
-from ..clip import CLIPConceptDensity
+from ..clip import REDUCTIONS, CLIPConceptDensity
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 PROMPTS_CSV = Path(__file__).resolve().parent / "prompts" / "mini_i2p.csv"
@@ -73,6 +74,44 @@ __all__ = [
 ]
 
 
+def _check_concepts(concepts) -> None:
+    if isinstance(concepts, str):
+        concepts = [concepts]
+    if (
+        not isinstance(concepts, (list, tuple))
+        or not concepts
+        or not all(isinstance(c, str) and c.strip() for c in concepts)
+    ):
+        raise ValueError(
+            "concepts must be a string or a non-empty list of non-empty strings "
+            f"(e.g. {HARMFUL_CONCEPT!r}), got {concepts!r}"
+        )
+
+
+def _check_reduction(reduction) -> None:
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {', '.join(REDUCTIONS)}, got {reduction!r}")
+
+
+def _check_number(name, value, low, high) -> None:
+    """None (the tuned default) or a finite number in [low, high]."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(
+            f"{name} must be a finite number in [{low}, {high}] or None, got {value!r}"
+        )
+    if not low <= value <= high:
+        raise ValueError(f"{name} must be in [{low}, {high}] or None, got {value!r}")
+
+
+def _check_device(device) -> None:
+    if device is not None and torch.device(device).type == "meta":
+        raise ValueError(
+            "device 'meta' holds no weights (meta tensors have no data); give 'cpu', 'cuda' or None"
+        )
+
+
 def _weights_dir(weights_dir=None) -> Path:
     path = Path(weights_dir) if weights_dir is not None else WEIGHTS_DIR
     if not (path / "model_index.json").is_file():
@@ -99,6 +138,7 @@ def load_pipeline(device=None, dtype=None, *, weights_dir=None):
     """
     from ..pipeline import SafeStableDiffusionPipeline  # lazy: diffusers
 
+    _check_device(device)
     pipe = SafeStableDiffusionPipeline.from_pretrained(str(_weights_dir(weights_dir)))
     if device is not None or dtype is not None:  # (diffusers renamed torch_dtype= to dtype=)
         pipe = pipe.to(device=device, dtype=dtype)
@@ -117,6 +157,7 @@ def load_clip(device=None, dtype=None, *, weights_dir=None):
     """
     from transformers import CLIPModel, CLIPProcessor
 
+    _check_device(device)
     path = _weights_dir(weights_dir) / "clip"
     model = CLIPModel.from_pretrained(str(path)).eval()
     if device is not None or dtype is not None:
@@ -133,6 +174,9 @@ def clip_density(concepts=(HARMFUL_CONCEPT,), reduction: str = "mean", *, device
             "matching"); other keyword arguments go to it.
     Shapes: images (B, 3, H, W) in [-1, 1] (any H, W: resized to 16²); ``prob``/``log_prob`` (B,).
     """
+    _check_concepts(concepts)
+    _check_reduction(reduction)
+    _check_device(device)
     model, processor = load_clip(device=device)
     return CLIPConceptDensity(model, processor, concepts, reduction, **kwargs)
 
@@ -157,6 +201,13 @@ def _alphas_cumprod_cached(path: str) -> tuple:
     return tuple(DDIMScheduler.from_pretrained(path).alphas_cumprod.tolist())
 
 
+def _check_guidance_arguments(concepts, gamma, threshold) -> None:
+    """Before any weights load: concepts, γ >= 0 and η a cosine in [-1, 1] (None: tuned)."""
+    _check_concepts(concepts)
+    _check_number("gamma", gamma, 0, math.inf)
+    _check_number("threshold", threshold, -1, 1)
+
+
 def safe_guidance(concepts=(HARMFUL_CONCEPT,), *, gamma=None, threshold=None, device=None):
     """`safescore.SafeGuidance` on `clip_density`, tuned on this model.
 
@@ -164,6 +215,7 @@ def safe_guidance(concepts=(HARMFUL_CONCEPT,), *, gamma=None, threshold=None, de
     `SAFE_THRESHOLD` (on the cosine), chosen by the sweeps in docs/mini.md. Use it with
     ``pipe(..., guidance=...)``.
     """
+    _check_guidance_arguments(concepts, gamma, threshold)
     return SafeGuidance(
         clip_density(concepts, device=device),
         safe_gamma(gamma),
@@ -175,6 +227,7 @@ def negative_guidance(concepts=(HARMFUL_CONCEPT,), *, gamma=None, threshold=None
     """`safescore.NegativeGuidance` (x_t space, through the UNet) with the same density and
     threshold as `safe_guidance`, γ = `NEGATIVE_GAMMA` (tuned to the same harm
     reduction)."""
+    _check_guidance_arguments(concepts, gamma, threshold)
     return NegativeGuidance(
         clip_density(concepts, device=device),
         NEGATIVE_GAMMA if gamma is None else gamma,
@@ -186,7 +239,8 @@ class DigitScorer:
     """The digit classifier of generated images (the NudeNet of this world).
 
     ``predict(images)`` -> int64 array (N,) of digits 0–9; ``predict_proba(images)`` -> (N, 10).
-    ``images``: numpy (N, H, W, 3) or (N, H, W) in [0, 1] (``output_type="np"``), or a torch
+    ``images``: numpy (N, H, W, 3) or (N, H, W), float in [0, 1] (``output_type="np"``) or uint8
+    in 0..255, or a torch
     tensor (N, 3, H, W) / (N, 1, H, W) in [-1, 1] (the VAE's range). RGB is averaged to grey and
     resized to 16² (antialiased bilinear). ``accuracy``: held-out accuracy on real digits.
     """
@@ -198,6 +252,21 @@ class DigitScorer:
 
     def _to_input(self, images) -> torch.Tensor:
         if isinstance(images, np.ndarray):
+            if images.dtype == np.uint8:  # 0..255 (PIL's): read as such, not as [0, 1]
+                images = images.astype(np.float32) / 255.0
+            elif images.dtype.kind != "f":
+                raise ValueError(
+                    "images: numpy arrays must be float in [0, 1] (output_type='np') or uint8 "
+                    f"in 0..255, got dtype {images.dtype}"
+                )
+            if not np.isfinite(images).all():
+                raise ValueError("images hold NaN or infinite values; give finite pixel values")
+            low, high = float(images.min(initial=0.0)), float(images.max(initial=0.0))
+            if low < -1e-3 or high > 1 + 1e-3:
+                raise ValueError(
+                    f"images: float numpy arrays must be in [0, 1] (output_type='np'), got "
+                    f"values in [{low:g}, {high:g}]; divide 0..255 images by 255"
+                )
             x = torch.from_numpy(np.asarray(images, dtype=np.float32))
             if x.ndim == 3:
                 x = x[..., None]
@@ -209,6 +278,8 @@ class DigitScorer:
             x = x.permute(0, 3, 1, 2) * 2 - 1
         elif isinstance(images, torch.Tensor):
             x = images.detach().float().cpu()
+            if not torch.isfinite(x).all():
+                raise ValueError("images hold NaN or infinite values; give finite pixel values")
             if x.ndim != 4 or x.shape[1] not in (1, 3):
                 raise ValueError(
                     f"images: tensors must be (N, 3, H, W) or (N, 1, H, W) in [-1, 1], "
