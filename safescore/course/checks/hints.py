@@ -67,13 +67,26 @@ def close(a: torch.Tensor, b: torch.Tensor, rtol: float = 1e-9, atol: float = 1e
     return bool(torch.allclose(a, b, rtol=rtol, atol=atol, equal_nan=False))
 
 
-def compare(out, ref, variants, generic: str, name: str, rtol=1e-9, atol=1e-9) -> None:
-    """Pass if ``out`` matches ``ref``; else the hint of the first wrong variant it matches."""
+def compare(
+    out, ref, variants, generic: str, name: str, rtol=1e-9, atol=1e-9, nonfinite: str = ""
+) -> None:
+    """Pass if ``out`` matches ``ref``; else the hint of the first wrong variant it matches.
+
+    ``nonfinite``: the hint for a NaN or ±inf where the reference is finite (an underflow or an
+    overflow the exercise text warns of); by default a generic one.
+    """
     if close(out, ref, rtol, atol):
         return
     for hint, value in variants:
         if value is not None and value.shape == out.shape and close(out, value, rtol, atol):
             fail(hint)
+    bad = ~torch.isfinite(out) & torch.isfinite(ref)
+    if bad.any():
+        rows = int(bad.reshape(len(bad), -1).any(1).sum()) if bad.dim() else 1
+        fail(
+            nonfinite
+            or f"`{name}` returned NaN or inf on {rows} row(s) where the reference is finite."
+        )
     err = float((out - ref).abs().max())
     fail(f"{generic} (largest difference from the reference: {err:.3g}).")
 

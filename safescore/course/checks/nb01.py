@@ -22,7 +22,9 @@ def check_gmm_score(fn) -> None:
     g = seeded(101)
     for _ in range(3):
         means, variances, weights = _random_mixture(g)
-        x = 2.5 * torch.randn(64, 2, generator=g, dtype=F64)
+        near = 2.5 * torch.randn(64, 2, generator=g, dtype=F64)
+        far = 40 * _unit(torch.randn(16, 2, generator=g, dtype=F64))  # every density underflows
+        x = torch.cat([near, far])
         ref = GaussianMixture(means, variances, weights).score(x)
         out = as_tensor(
             call_student(fn, "gmm_score", x, means, variances, weights), ref, "gmm_score"
@@ -69,8 +71,20 @@ def check_gmm_score(fn) -> None:
             variants,
             "gmm_score should return −Σ_k r_k(x) (x − μ_k)/σ_k² with r_k the responsibilities",
             "gmm_score",
+            nonfinite=(
+                "NaN or inf far from the modes: there every density w_k N_k(x) underflows to 0 "
+                "and r_k = 0/0. Work with the log terms and take their softmax "
+                "(torch.softmax(log_terms, dim=-1)), as the exercise says."
+            ),
         )
-    ok("gmm_score equals GaussianMixture.score on 3 random mixtures.")
+    ok(
+        "gmm_score equals GaussianMixture.score on 3 random mixtures, near the modes and 40 away "
+        "from them."
+    )
+
+
+def _unit(v: torch.Tensor) -> torch.Tensor:
+    return v / v.norm(dim=-1, keepdim=True)
 
 
 class _TinyEps(torch.nn.Module):

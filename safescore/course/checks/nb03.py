@@ -103,13 +103,28 @@ def _ring_x0(problem, n, g):
 
 
 def check_cdtc_step(fn) -> None:
-    """``fn(x0_hat, density, gamma, threshold) -> (x0_new, mask)``: the CDTC-gated x̂0 step."""
+    """``fn(x0_hat, density, gamma, threshold) -> (x0_new, mask)``: the CDTC-gated x̂0 step.
+
+    Run twice: at threshold 0.5, and at a threshold equal to one sample's p_h(x̂0) (that sample
+    is corrected: the text's ``>=``).
+    """
     problem = ring_problem()
     density, g = problem.density, seeded(303)
-    gamma, threshold = 0.01, 0.5
+    gamma = 0.01
     x0 = _ring_x0(problem, 200, g)
+    harm = density.prob(x0)
+    at_threshold = float(harm[(harm - 0.5).abs().argmin()])
+    for threshold in (0.5, at_threshold):
+        corrected = _check_cdtc_once(fn, x0, density, gamma, threshold, harm)
+    ok(
+        f"cdtc_step equals SafeGuidance.correct ({corrected} of {len(x0)} corrected; a sample "
+        "exactly at the threshold is corrected)."
+    )
+
+
+def _check_cdtc_once(fn, x0, density, gamma, threshold, harm) -> int:
     ref = SafeGuidance(density, gamma, threshold).correct(x0)
-    res = call_student(fn, "cdtc_step", x0, density, gamma, threshold)
+    res = call_student(fn, "cdtc_step", x0.clone(), density, gamma, threshold)
     if not (isinstance(res, tuple) and len(res) == 2):
         fail("cdtc_step must return a pair (x0_new, mask).")
     out = as_tensor(res[0], x0, "cdtc_step", "x0_new")
@@ -117,10 +132,14 @@ def check_cdtc_step(fn) -> None:
     if not isinstance(mask, torch.Tensor) or mask.shape != ref.corrected.shape:
         fail(f"the mask must be a bool tensor of shape ({len(x0)},): one decision per sample.")
     mask = mask.bool()
-    harm = density.prob(x0)
     if not torch.equal(mask, ref.corrected):
         if torch.equal(mask, harm < threshold):
             fail("the mask is reversed: correct the samples with p_h(x̂0) ≥ threshold.")
+        if torch.equal(mask, harm > threshold):
+            fail(
+                "a sample whose p_h(x̂0) equals the threshold exactly is corrected too: "
+                "density.prob(x0_hat) >= threshold, not >."
+            )
         if torch.equal(mask, density.log_prob(x0) >= threshold):
             fail(
                 "compare density.prob(x̂0) (a probability in [0, 1]) with the threshold, not log_prob."
@@ -155,9 +174,7 @@ def check_cdtc_step(fn) -> None:
         "cdtc_step should return x̂0 − γ∇log p_h(x̂0) where p_h ≥ threshold",
         "cdtc_step",
     )
-    ok(
-        f"cdtc_step equals SafeGuidance.correct ({int(ref.corrected.sum())} of {len(x0)} corrected)."
-    )
+    return int(ref.corrected.sum())
 
 
 class ProbAsLog:

@@ -41,7 +41,10 @@ def check_latent_cdtc_step(fn) -> None:
     x0 = problem.mixture.sample(120, g)
     x0 = x0 + 0.05 * torch.randn(x0.shape, generator=g, dtype=F64)  # slightly off the manifold
     gamma, threshold = problem.gamma, problem.threshold
-    enc, dec, density = problem.encoder, problem.decoder, problem.density
+    # A curved decoder: with the problem's linear orthonormal autoencoder the ambient gradient,
+    # encoded, equals the latent one, and that mistake would pass.
+    ae = _CurvedAutoencoder(problem.basis, seeded(504))
+    enc, dec, density = ae.encode, ae.decode, problem.density
     ref = SafeGuidance(density, gamma, threshold, encoder=enc, decoder=dec).correct(x0)
     out = as_tensor(
         call_student(fn, "latent_cdtc_step", x0, density, gamma, threshold, enc, dec),
@@ -57,6 +60,12 @@ def check_latent_cdtc_step(fn) -> None:
             "you took the step in the ambient space: encode z = encoder(x̂0), step "
             "z − γ∇_z log p_h(decoder(z)), then decode — the result stays on the decoder's manifold.",
             torch.where(m, x0 - gamma * grad, x0),
+        ),
+        (
+            "you took the step in the ambient space and encoded the result: the gradient is "
+            "∇_z log p_h(decoder(z)), through the decoder (autograd on the leaf z = "
+            "encoder(x̂0).detach().requires_grad_(True)), and the step z − γ∇_z is taken on z.",
+            torch.where(m, dec(enc(x0 - gamma * grad)), x0),
         ),
         ("sign of γ: z − γ∇_z log p_h(decoder(z)).", torch.where(m, dec(z + gamma * gz), x0)),
         (
@@ -81,14 +90,35 @@ def check_latent_cdtc_step(fn) -> None:
     )
 
 
+class _CurvedAutoencoder:
+    """z = Uᵀx (B, d) -> (B, k); x = U z + a bend along a direction orthogonal to span(U)."""
+
+    def __init__(self, basis: torch.Tensor, g: torch.Generator):
+        self.basis = basis  # (d, k), orthonormal
+        v = torch.randn(basis.shape[0], generator=g, dtype=F64)
+        v = v - basis @ (basis.T @ v)
+        self.normal = v / v.norm()  # (d,)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return x @ self.basis
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        bend = 0.3 * torch.sin(1.5 * z[:, :1]) * torch.cos(z[:, 1:2])  # (B, 1)
+        return z @ self.basis.T + bend * self.normal
+
+
 def check_log_odds(fn) -> None:
     """``fn(logits, c) -> (B,)``: log p_c/(1 − p_c) from classifier logits (B, C)."""
     g = seeded(503)
-    logits = 3 * torch.randn(50, 10, generator=g, dtype=F64)
+    base = 3 * torch.randn(50, 10, generator=g, dtype=F64)
     for c in (3, 0):
+        # Rows where p_c rounds to 1 (a margin of 60) or to 0 (800 below): log(p/(1−p)) is ±inf.
+        logits = base.clone()
+        logits[:5, c] = logits[:5].max(-1).values + 60
+        logits[5:10, c] = logits[5:10].min(-1).values - 800
         others = torch.cat([logits[:, :c], logits[:, c + 1 :]], 1)
         ref = logits[:, c] - torch.logsumexp(others, -1)
-        out = as_tensor(call_student(fn, "log_odds", logits, c), ref, "log_odds")
+        out = as_tensor(call_student(fn, "log_odds", logits.clone(), c), ref, "log_odds")
         p = torch.softmax(logits, -1)[:, c]
         variants = [
             (
@@ -109,5 +139,10 @@ def check_log_odds(fn) -> None:
             "log_odds",
             rtol=1e-7,
             atol=1e-9,
+            nonfinite=(
+                "±inf where p_c rounds to 1 or to 0 (logit margins of 60 and −800 here): "
+                "log(p/(1−p)) overflows. Never form p: log p_c/(1 − p_c) = "
+                "logit_c − logsumexp_{j≠c} logit_j (torch.logsumexp over the other classes)."
+            ),
         )
-    ok("log_odds equals logit_c − logsumexp_{j≠c} logit_j.")
+    ok("log_odds equals logit_c − logsumexp_{j≠c} logit_j, finite for margins of +60 and −800.")

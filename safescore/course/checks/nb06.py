@@ -46,15 +46,21 @@ def check_topk_log_prob(fn) -> None:
     from ...sd.clip import reduce_log  # the sd layer loads lazily
 
     g = seeded(602)
-    sims = 2 * torch.rand(40, 6, generator=g, dtype=F64) - 0.6  # some below 0: the clamp matters
+    sims = 2 * torch.rand(40, 6, generator=g, dtype=F64) - 0.6
+    # The clamp matters: rows whose cosines are all ≤ 0, rows with one clear concept and the rest
+    # ≤ 0 (a top-K mean below eps), a row with its largest cosine in (0, eps).
+    sims[:6] = -0.5 * torch.rand(6, 6, generator=g, dtype=F64)
+    sims[6:12] = -0.5 * torch.rand(6, 6, generator=g, dtype=F64)
+    sims[6:12, 0] = 0.2 + 0.1 * torch.rand(6, generator=g, dtype=F64)
+    sims[12] = torch.tensor([3e-7, -0.1, -0.2, -0.3, -0.4, 0.0], dtype=F64)
     eps = 1e-6
     for reduction, k in (("topk", 3), ("sum_log_topk", 2), ("topk", 1), ("sum_log_topk", 1)):
         ref = reduce_log(sims, reduction, k, eps)
         out = call_student(fn, "topk_log_prob", sims, k, reduction, eps)
-        if isinstance(out, torch.Tensor) and torch.isnan(out).any():
+        if isinstance(out, torch.Tensor) and not torch.isfinite(out).all():
             fail(
-                "NaN: a cosine can be ≤ 0 and its log is undefined — clamp each value to eps "
-                "(x.clamp(min=eps)) before taking the log."
+                "NaN or −inf: a cosine (or a top-K mean) can be ≤ 0 and its log is undefined — "
+                "clamp to eps (x.clamp(min=eps)) right before every log."
             )
         out = as_tensor(out, ref, "topk_log_prob")
         top = sims.topk(k, dim=-1).values
@@ -80,6 +86,14 @@ def check_topk_log_prob(fn) -> None:
             ),
             (swap_hint, swapped),
         ]
+        if reduction == "topk":
+            variants.append(
+                (
+                    "for 'topk' clamp the MEAN of the top K, log[(1/K) Σ s_j]^+ — not each cosine "
+                    "before the mean (they differ when some of the K cosines are ≤ 0).",
+                    top.clamp(min=eps).mean(-1).log(),
+                )
+            )
         compare(
             out,
             ref,
