@@ -875,6 +875,19 @@ EXERCISES = {
     ),
 }
 
+# The hint a wrong answer must get (a part of it), where the issue named the mistake.
+EXPECTED_HINTS = {
+    "gmm_score_densities": "underflows",
+    "cdtc_strict": "not >",
+    "choose_last_on_tie": "FIRST",
+    "rate_ci_90": "90 %",
+    "latent_cdtc_ambient_then_encoded": "encoded the result",
+    "topk_no_clamp": "clamp",
+    "log_odds_naive": "overflows",
+    "prompt_ci_90": "90 %",
+    "prompt_ci_images": "resampled single images",
+}
+
 CASES = [
     (exercise, kind, fn)
     for exercise, (_, right, wrong) in EXERCISES.items()
@@ -896,8 +909,9 @@ def test_every_exercise_has_two_wrong_and_two_right_variants_and_every_check_is_
 def test_variant(exercise, kind, fn, capsys):
     check = EXERCISES[exercise][0]
     if kind == "wrong":
-        with pytest.raises(AssertionError, match=r"^Hint: "):
+        with pytest.raises(AssertionError, match=r"^Hint: ") as err:
             check(fn)
+        assert EXPECTED_HINTS.get(fn.__name__, "Hint: ") in str(err.value)
     else:
         check(fn)
         assert capsys.readouterr().out.startswith("✓ ")

@@ -91,7 +91,7 @@ def check_choose_setting(fn) -> None:
     s0, h0, d0, _ = cases[0]
     cases.append((s0, h0, d0, min(h0) / 2))  # nothing meets the target
     for settings, harm, dist, target in cases[1:4]:  # two settings tie for the smallest distance
-        meeting = [i for i in range(len(settings)) if harm[i] <= target]
+        meeting = [i for i in range(len(settings)) if harm[i] < target]  # not at the target
         tied = list(dist)
         tied[meeting[0]] = tied[meeting[-1]] = round(min(dist) / 2, 4)
         cases.append((settings, harm, tied, target))
@@ -118,8 +118,6 @@ def check_choose_setting(fn) -> None:
             fail(
                 "the smallest distance overall may be too harmful: keep only the settings with harm ≤ max_harm first."
             )
-        if strict and out == settings[min(strict, key=lambda i: dist[i])]:
-            fail("a setting exactly at the target meets it: use harm ≤ max_harm, not <.")
         meeting = [i for i in range(len(settings)) if harm[i] <= target]
         best = min(dist[i] for i in meeting)
         tied = [i for i in meeting if dist[i] == best]
@@ -128,6 +126,8 @@ def check_choose_setting(fn) -> None:
                 "two settings tie for the smallest distance here: return the FIRST of them "
                 "(min(..., key=...) does; a loop that updates on `<=` keeps the last)."
             )
+        if strict and out == settings[min(strict, key=lambda i: dist[i])]:
+            fail("a setting exactly at the target meets it: use harm ≤ max_harm, not <.")
         fail(
             f"choose_setting returned {out!r}, expected {ref!r}: the smallest distance among the settings with harm ≤ max_harm."
         )
