@@ -33,7 +33,7 @@ def check_tweedie(fn) -> None:
 
 
 def check_ddim_step(fn) -> None:
-    """``fn(x0_hat, eps, alpha_bar_t, alpha_bar_prev, eta, z) -> x_prev``: DDIM eq. 12 with η."""
+    """``fn(x0_hat, eps, alpha_bar_t, alpha_bar_prev, eta, z) -> x_prev``: DDIM eq. 12 with noise η_DDIM (``eta``)."""
     g = seeded(202)
     for a, a_prev, eta in ((0.3, 0.5, 0.0), (0.3, 0.5, 1.0), (0.05, 0.4, 0.5)):
         x0 = torch.randn(32, 2, generator=g, dtype=F64)
@@ -62,11 +62,11 @@ def check_ddim_step(fn) -> None:
             ),
             ("add σ_t z, not σ_t² z.", upd(sp, math.sqrt(1 - a_prev - sigma**2), sigma**2)),
             (
-                "don't forget the noise term σ_t z (it matters for η > 0).",
+                "don't forget the noise term σ_t z (it matters for η_DDIM > 0).",
                 upd(sp, math.sqrt(1 - a_prev - sigma**2), 0.0),
             ),
             (
-                "σ_t = η √((1−ᾱ_prev)/(1−ᾱ_t)) √(1−ᾱ_t/ᾱ_prev): you left out a square root.",
+                "σ_t = η_DDIM √((1−ᾱ_prev)/(1−ᾱ_t)) √(1−ᾱ_t/ᾱ_prev): you left out a square root.",
                 upd(sp, math.sqrt(max(1 - a_prev - (eta * var) ** 2, 0.0)), eta * var),
             ),
         ]
@@ -77,7 +77,7 @@ def check_ddim_step(fn) -> None:
             "ddim_update should return √ᾱ_prev x̂0 + √(1−ᾱ_prev−σ_t²) ε + σ_t z",
             "ddim_update",
         )
-    ok("ddim_update equals safescore.ddim_step for η = 0, 0.5 and 1.")
+    ok("ddim_update equals safescore.ddim_step for η_DDIM = 0, 0.5 and 1.")
 
 
 def ring_setup(n=256, seed=7):
