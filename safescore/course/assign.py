@@ -67,6 +67,7 @@ def configure(c, course_dir: str | Path | None = None, cell_timeout: float | Non
     c.ClearSolutions.code_stub = {"python": CODE_STUB}
     c.Execute.timeout = int(round(cell_timeout if cell_timeout is not None else CELL_TIMEOUT_S))
     c.Execute.interrupt_on_timeout = True
+    c.Execute.raise_on_iopub_timeout = False  # a slow kernel after the interrupt: keep grading
     c.OverwriteCells.add_missing_cells = True
 
 
