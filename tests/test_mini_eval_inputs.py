@@ -31,7 +31,9 @@ RUN += ["--samplers", "plain,safe-single", "--quiet"]
 def _guidance(config):
     context = SamplerContext.from_config(config, device="cpu", dtype=torch.float32)
     guidance = context.guidance("single")
-    return guidance.gamma, guidance.threshold
+    # the mini model's γ is the scale of its schedule γ_t = γ·√ᾱ_t (mini.safe_gamma)
+    assert guidance.gamma == mini.safe_gamma(guidance.gamma.gamma)
+    return guidance.gamma.gamma, guidance.threshold
 
 
 def test_the_mini_guidance_takes_the_configured_gamma_and_threshold():
