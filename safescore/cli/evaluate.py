@@ -2,7 +2,7 @@
 ``accelerate launch -m safescore evaluate ...``.
 
 The defaults are not restated here: an option left out takes the ``--protocol``'s setting, else
-`safescore.eval.runner.EvalConfig`'s default (shown in ``--help``). torch, diffusers,
+`safescore.eval.run_config.EvalConfig`'s default (shown in ``--help``). torch, diffusers,
 pandas and nudenet load inside the commands.
 """
 

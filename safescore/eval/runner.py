@@ -31,677 +31,92 @@ Guarantees (nothing lost, nothing duplicated):
   takes the work items K, K+N, K+2N, ... and writes its own shard; process 0 holds the lock and
   writes the configuration before the others start, and merges the shards into
   ``results.jsonl`` at the end (``safescore report`` also merges, if a run was cut short).
+
+The run's parts live in their own modules (every name stays importable from here):
+`safescore.eval.run_config` (`EvalConfig`), `safescore.eval.work` (work items, row keys, image
+paths), `safescore.eval.rundir` (lock, config.json, rows, shards), `safescore.eval.suite`
+(`build_scorers`), `safescore.eval.processes` (rank and world size). This module is the
+generation loop: `run_evaluation`.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import json
-import math
 import os
-import socket
 import sys
 import time
-import warnings
-from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .prompts import THESIS_CATEGORIES
-from .protocols import (
-    DEFAULT_GUIDANCE_CLIP,
-    DEFAULT_MODEL,
-    DEFAULT_SAMPLERS,
-    DEFAULT_SCORER_CLIP,
-    PROTOCOL_NAMES,
-    SCHEDULERS,
-    protocol_settings,
+from .processes import ProcessInfo, process_info
+from .run_config import (
+    DEFAULT_SCORERS,
+    MAX_SEED,
+    RANDOM_WEIGHTS_NOTE,
+    SCORER_NAMES,
+    EvalConfig,
+    _whole,
+    mini_settings,
+)
+from .rundir import (
+    CONFIG_FILE,
+    LOCK_FILE,
+    RESULTS_FILE,
+    ROW_KEYS,
+    RunLock,
+    RunLockedError,
+    append_row,
+    check_or_save_config,
+    is_failed,
+    merge_shards,
+    missing_keys,
+    open_for_append,
+    parse_row,
+    read_rows,
+    result_files,
+)
+from .suite import build_scorers
+from .work import (
+    WorkItem,
+    expected_keys,
+    image_relpath,
+    load_run_prompts,
+    prompt_fingerprint,
+    row_key,
+    work_items,
 )
 
-RESULTS_FILE = "results.jsonl"
-CONFIG_FILE = "config.json"
-LOCK_FILE = ".evaluate.lock"
-SCORER_NAMES = ("nudenet", "q16", "clip", "aesthetic", "digit")
-#: The thesis' scorers (the default); ``digit`` is the mini model's classifier (``--mini`` only).
-DEFAULT_SCORERS = ("nudenet", "q16", "clip", "aesthetic")
-
-
-def mini_settings() -> dict:
-    """What ``mini=True`` changes before the options given (`EvalConfig.from_protocol`): the
-    mini-I2P prompts of `safescore.sd.mini` (every category), the samplers that have a mini
-    version, the digit scorer (harm detector: the predicted digit is 3) with the mini CLIP's
-    coherence, and the sampling settings the mini weights were measured with (CFG 3, 25 steps)."""
-    from ..sd import mini
-
-    return dict(
-        prompts=str(mini.PROMPTS_CSV),
-        categories=None,
-        samplers=["plain", "safe-single", "negative"],
-        scorers=["digit", "clip"],
-        guidance_scale=mini.GUIDANCE_SCALE,
-        steps=mini.NUM_INFERENCE_STEPS,
-    )
-
-
-#: Seeds are integers in [0, MAX_SEED] (torch.Generator.manual_seed takes 64 bits).
-MAX_SEED = 2**63 - 1
-RANDOM_WEIGHTS_NOTE = (
-    "RANDOM WEIGHTS: this run uses tiny random-weight components and scorers; "
-    "the images are noise and the results are NOT real"
-)
-#: Keys every results row has.
-ROW_KEYS = ("prompt_id", "sampler", "seed")
-
-
-def _finite(name, value, *, low=None, high=None, optional=False):
-    if value is None and optional:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number, got {value!r}")
-    if (low is not None and value < low) or (high is not None and value > high):
-        raise ValueError(f"{name} must be in [{low}, {high}], got {value!r}")
-    return float(value)
-
-
-def _whole(name, value, *, low=1, optional=False):
-    if value is None and optional:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-    return value
-
-
-@dataclass
-class EvalConfig:
-    """Everything that decides a run's rows (saved to ``config.json``; a resume must match).
-
-    Build it with `from_protocol` to start from a protocol's settings
-    (`safescore.eval.protocols`); the defaults here are the ``default`` protocol.
-
-    Prompts: ``prompts`` (a source for `safescore.eval.prompts.load_prompts`; with ``mini``
-    None means the mini-I2P prompts `safescore.sd.mini.PROMPTS_CSV`),
-    ``categories`` / ``hard_only`` / ``deduplicate`` (I2P filters), ``limit`` (first prompts).
-    Sampling: ``samplers``, ``seeds`` (seed indices 0..seeds-1; the image seed is
-    ``seed_offset + index``, or the prompt's data seed + index with ``data_seeds``),
-    ``guidance_scale`` (or the prompt's with ``data_guidance``), ``steps``, ``scheduler``
-    (plain and SLD samplers; the safe ones need an x̂0 site and use DDIM under "pndm"),
-    ``height``, ``width``, ``tiny`` / ``mini`` or ``model``; ``gamma`` / ``threshold`` (None:
-    the presets' γ 75, η 0.23), ``negative_gamma``; ``guidance_clip`` (the encoder of p_h),
-    ``clip_preprocessing`` ("clip", or "author": ImageNet mean/std as the author's code) and
-    ``special_care`` (the sd-filter preset counts the safety checker's 3 special-care concepts).
-    Scoring: ``scorers``, ``scorer_clip`` (Q16, coherence, aesthetic), ``q16_embeddings``,
-    ``aesthetic_weights``, ``nudenet_threshold``.
-    """
-
-    prompts: str | None = None
-    samplers: list[str] = field(default_factory=lambda: list(DEFAULT_SAMPLERS))
-    protocol: str = "default"
-    seeds: int = 1
-    limit: int | None = None
-    categories: list[str] | None = field(default_factory=lambda: list(THESIS_CATEGORIES))
-    hard_only: bool = False
-    deduplicate: bool = False
-    seed_offset: int = 0
-    data_seeds: bool = False
-    data_guidance: bool = False
-    guidance_scale: float = 7.5
-    steps: int = 50
-    scheduler: str = "ddim"
-    height: int | None = None
-    width: int | None = None
-    tiny: bool = False
-    mini: bool = False
-    model: str = DEFAULT_MODEL
-    gamma: float | None = None
-    threshold: float | None = None
-    negative_gamma: float | None = None
-    scorers: list[str] = field(default_factory=lambda: list(DEFAULT_SCORERS))
-    guidance_clip: str = DEFAULT_GUIDANCE_CLIP
-    clip_preprocessing: str = "clip"
-    special_care: bool = True
-    scorer_clip: str = DEFAULT_SCORER_CLIP
-    q16_embeddings: str | None = None
-    aesthetic_weights: str | None = None
-    nudenet_threshold: float = 0.2
-
-    @classmethod
-    def from_protocol(cls, protocol: str = "default", **options) -> EvalConfig:
-        """The protocol's settings, then (with ``mini=True``) `mini_settings`, then ``options``
-        on top (every setting can be overridden)."""
-        settings = protocol_settings(protocol)
-        if options.get("mini"):
-            settings = {**settings, **mini_settings()}
-        unknown = sorted(set(options) - {f.name for f in dataclasses.fields(cls)})
-        if unknown:
-            raise TypeError(f"unknown EvalConfig field(s): {', '.join(unknown)}")
-        return cls(**{**settings, **options, "protocol": protocol})
-
-    @classmethod
-    def default(cls, name: str):
-        """The default of field ``name`` (the command line shows these)."""
-        f = next(f for f in dataclasses.fields(cls) if f.name == name)
-        if f.default_factory is not dataclasses.MISSING:
-            return f.default_factory()
-        return f.default
-
-    def __post_init__(self):
-        from .samplers import parse_samplers
-
-        if self.mini and self.prompts is None:
-            from ..sd import mini
-
-            self.prompts = str(mini.PROMPTS_CSV)
-        if self.protocol not in PROTOCOL_NAMES:
-            raise ValueError(
-                f"protocol must be one of {', '.join(PROTOCOL_NAMES)}, got {self.protocol!r}"
-            )
-        if not isinstance(self.prompts, str) or not self.prompts.strip():
-            raise ValueError(f"prompts must name a prompt source, got {self.prompts!r}")
-        self.samplers = parse_samplers(self.samplers)
-        if self.clip_preprocessing not in ("clip", "author"):
-            raise ValueError(
-                f"clip_preprocessing must be 'clip' or 'author', got {self.clip_preprocessing!r}"
-            )
-        if not isinstance(self.special_care, bool):
-            raise ValueError(f"special_care must be True or False, got {self.special_care!r}")
-        _whole("seeds", self.seeds)
-        _whole("steps", self.steps)
-        _whole("limit", self.limit, optional=True)
-        for name in ("height", "width"):
-            _whole(name, getattr(self, name), optional=True)
-        if isinstance(self.seed_offset, bool) or not isinstance(self.seed_offset, int):
-            raise ValueError(f"seed_offset must be an integer, got {self.seed_offset!r}")
-        if not self.data_seeds and not (0 <= self.seed_offset <= MAX_SEED - self.seeds + 1):
-            raise ValueError(
-                f"seed_offset must be in [0, 2^63 - seeds] = [0, {MAX_SEED - self.seeds + 1}] "
-                f"(seeds are 0 .. 2^63-1), got {self.seed_offset}"
-            )
-        _finite("guidance_scale", self.guidance_scale)
-        _finite("gamma", self.gamma, low=0, optional=True)
-        # Every preset's p_h (what η is compared with) is a CLIP cosine, in [-1, 1].
-        _finite("threshold", self.threshold, low=-1, high=1, optional=True)
-        _finite("negative_gamma", self.negative_gamma, low=0, optional=True)
-        _finite("nudenet_threshold", self.nudenet_threshold, low=0.2, high=1)
-        if self.scheduler not in SCHEDULERS:
-            raise ValueError(
-                f"scheduler must be one of {', '.join(SCHEDULERS)}, got {self.scheduler!r}"
-            )
-        if self.tiny and self.mini:
-            raise ValueError("tiny and mini exclude each other: choose one")
-        for name in ("model", "guidance_clip", "scorer_clip"):
-            value = getattr(self, name)
-            if not isinstance(value, str) or not value.strip():
-                raise ValueError(f"{name} must be a model id or folder, got {value!r}")
-        if isinstance(self.scorers, str):
-            text = self.scorers.strip()
-            if not text:
-                raise ValueError(
-                    f"scorers is empty; give one or more of {', '.join(SCORER_NAMES)}, "
-                    "or 'none' to score nothing"
-                )
-            names = [] if text == "none" else [s.strip() for s in text.split(",")]
-            if any(not s for s in names):
-                raise ValueError(f"scorers: an empty name in {self.scorers!r}")
-            self.scorers = names
-        self.scorers = list(self.scorers)
-        unknown = [s for s in self.scorers if s not in SCORER_NAMES]
-        if unknown:
-            raise ValueError(
-                f"scorers: unknown scorer(s) {', '.join(unknown)}; known: {', '.join(SCORER_NAMES)}"
-            )
-        if "digit" in self.scorers and not self.mini:
-            raise ValueError(
-                "the digit scorer is the mini digits model's classifier: use it with --mini"
-            )
-        if len(set(self.scorers)) != len(self.scorers):
-            raise ValueError(f"scorers: a scorer is listed twice in {self.scorers}")
-        if self.categories is not None:
-            self.categories = list(self.categories)
-        if not (self.tiny or self.mini):
-            if "q16" in self.scorers and not self.q16_embeddings:
-                raise ValueError(
-                    "the q16 scorer needs --q16-embeddings PATH (.npy/.safetensors; see "
-                    "docs/evaluation.md), or leave q16 out of --scorers"
-                )
-            if "aesthetic" in self.scorers and not self.aesthetic_weights:
-                raise ValueError(
-                    "the aesthetic scorer needs --aesthetic-weights PATH "
-                    "(sac+logos+ava1-l14-linearMSE.pth), or leave aesthetic out of --scorers"
-                )
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    def overrides(self) -> dict:
-        """Settings that differ from the protocol's: {field: (protocol's, this run's)}."""
-        fixed = protocol_settings(self.protocol)
-        mine = self.to_dict()
-        return {k: (v, mine[k]) for k, v in fixed.items() if mine[k] != v}
-
-
-@dataclass(frozen=True)
-class WorkItem:
-    """One image to make: a prompt row, a seed index and a sampler."""
-
-    prompt_id: str
-    prompt: str
-    categories: tuple[str, ...]
-    sampler: str
-    seed_index: int
-    seed: int
-    guidance_scale: float
-
-    @property
-    def key(self) -> str:
-        return row_key(self.prompt_id, self.sampler, self.seed)
-
-    @property
-    def image_relpath(self) -> str:
-        return image_relpath(self.sampler, self.prompt_id, self.seed)
-
-
-def image_relpath(sampler: str, prompt_id: str, seed: int) -> str:
-    """``images/{sampler}/{id}-{hash}_s{seed}.png``: unique per prompt id (``a|b`` ≠ ``a_b``)."""
-    safe_id = "".join(c if c.isalnum() or c in "-_." else "_" for c in prompt_id)[:80]
-    digest = hashlib.sha256(prompt_id.encode("utf-8")).hexdigest()[:10]
-    return f"images/{sampler}/{safe_id}-{digest}_s{int(seed)}.png"
-
-
-def row_key(prompt_id, sampler, seed) -> str:
-    return json.dumps([str(prompt_id), str(sampler), int(seed)])
-
-
-def load_run_prompts(config: EvalConfig):
-    from .prompts import load_prompts
-
-    return load_prompts(
-        config.prompts,
-        categories=config.categories,
-        hard_only=config.hard_only,
-        deduplicate=config.deduplicate,
-        limit=config.limit,
-    )
-
-
-def _missing(value) -> bool:
-    """None, NaN or pandas' NA (an empty cell)."""
-    import pandas as pd
-
-    return value is None or bool(pd.isna(value))
-
-
-def _where(row, source: str) -> str:
-    line = getattr(row, "line", None)
-    return f" ({source}, data row {line})" if line is not None else ""
-
-
-def work_items(config: EvalConfig, prompts) -> list[WorkItem]:
-    """The run's work, in order prompt → seed → sampler (so partial runs compare samplers)."""
-    items = []
-    for row in prompts.itertuples(index=False):
-        for j in range(config.seeds):
-            if config.data_seeds:
-                if _missing(row.seed):
-                    raise ValueError(
-                        f"data_seeds: prompt {row.prompt_id}{_where(row, config.prompts)} has no seed in the data "
-                        "(empty sd_seed); fill it in, or drop --data-seeds"
-                    )
-                seed = int(row.seed) + j
-            else:
-                seed = config.seed_offset + j
-            if not 0 <= seed <= MAX_SEED:
-                raise ValueError(
-                    f"prompt {row.prompt_id}{_where(row, config.prompts)}: seed {seed} is outside [0, 2^63-1]"
-                )
-            scale = config.guidance_scale
-            if config.data_guidance:
-                if _missing(row.guidance_scale):
-                    raise ValueError(
-                        f"data_guidance: prompt {row.prompt_id}{_where(row, config.prompts)} has no guidance "
-                        "scale in the data (empty sd_guidance_scale); fill it in, or drop "
-                        "--data-guidance"
-                    )
-                scale = float(row.guidance_scale)
-            for sampler in config.samplers:
-                items.append(
-                    WorkItem(
-                        prompt_id=str(row.prompt_id),
-                        prompt=str(row.prompt),
-                        categories=tuple(row.categories),
-                        sampler=sampler,
-                        seed_index=j,
-                        seed=seed,
-                        guidance_scale=float(scale),
-                    )
-                )
-    return items
-
-
-def prompt_fingerprint(prompts) -> str:
-    """sha256 of the selected prompt ids and texts: a changed prompt file changes the run."""
-    digest = hashlib.sha256()
-    for pid, text in zip(prompts["prompt_id"], prompts["prompt"]):
-        digest.update(f"{pid}\t{text}\n".encode())
-    return digest.hexdigest()
-
-
-# --------------------------------------------------------------------------- the lock
-
-
-class RunLockedError(OSError):
-    """The run directory is locked by another ``evaluate`` (an expected failure)."""
-
-
-class RunLock:
-    """An exclusive ``flock`` on ``RUN_DIR/.evaluate.lock`` naming its holder.
-
-    The holder writes ``{"pid", "host", "started", "command"}`` into the file; a second process
-    that cannot take the lock reads it for its error message. The operating system releases the
-    lock when the holder's process ends (also on a kill), so a stale file never blocks a run.
-    """
-
-    def __init__(self, run_dir):
-        self.path = Path(run_dir) / LOCK_FILE
-        self._fd = None
-
-    def holder(self) -> str:
-        try:
-            info = json.loads(self.path.read_text(encoding="utf-8") or "{}")
-        except (OSError, ValueError):
-            info = {}
-        if not info:
-            return "another process (it has not written its name yet)"
-        return (
-            f"pid {info.get('pid')} on {info.get('host')} since {info.get('started')}: "
-            f"{info.get('command')}"
-        )
-
-    def acquire(self) -> RunLock:
-        import fcntl
-
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise RunLockedError(
-                f"{self.path.parent} is in use by another `safescore evaluate` "
-                f"({self.holder()}); wait for it to finish, or choose another --out"
-            ) from None
-        info = {
-            "pid": os.getpid(),
-            "host": socket.gethostname(),
-            "started": time.strftime("%Y-%m-%d %H:%M:%S"),
-            "command": " ".join(sys.argv),
-        }
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(info).encode(), 0)
-        self._fd = fd
-        return self
-
-    def release(self) -> None:
-        if self._fd is not None:
-            import fcntl
-
-            os.ftruncate(self._fd, 0)
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-            os.close(self._fd)
-            self._fd = None
-
-    def __enter__(self):
-        return self.acquire()
-
-    def __exit__(self, *exc):
-        self.release()
-
-
-# --------------------------------------------------------------------------- files
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def _run_contents(run_dir: Path) -> list[str]:
-    """Entries of a folder that would belong to a run (hidden lock/temp files left out)."""
-    return sorted(p.name for p in run_dir.iterdir() if not p.name.startswith("."))
-
-
-def check_or_save_config(run_dir: Path, saved: dict) -> None:
-    """Save ``saved`` as ``config.json``, or refuse if the directory holds another configuration.
-
-    A folder without ``config.json`` must be empty (rows there cannot be matched to a
-    configuration, so they are never adopted).
-    """
-    path = run_dir / CONFIG_FILE
-    if path.is_file():
-        try:
-            old = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ValueError(
-                f"{path} is not valid JSON ({exc}); remove it or use a new --out"
-            ) from None
-        if old != saved:
-            diffs = [
-                f"{k}: {old.get(k)!r} -> {saved.get(k)!r}"
-                for k in sorted(set(old) | set(saved))
-                if old.get(k) != saved.get(k)
-            ]
-            raise ValueError(
-                f"{run_dir} holds a run with a different configuration ({'; '.join(diffs)}); "
-                "rerun with the saved options to resume, or choose a new --out directory"
-            )
-        return
-    contents = _run_contents(run_dir)
-    if contents:
-        shown = ", ".join(contents[:5]) + (", ..." if len(contents) > 5 else "")
-        raise ValueError(
-            f"--out {run_dir} is not empty ({shown}) and has no {CONFIG_FILE}, so it is not a "
-            "run directory (results there cannot be matched to a configuration and are never "
-            "adopted); choose an empty or new folder"
-        )
-    _write_atomic(path, json.dumps(saved, indent=2, sort_keys=True) + "\n")
-
-
-def result_files(run_dir: Path) -> list[Path]:
-    """``results.jsonl`` then the shards ``results.rank*.jsonl`` (sorted)."""
-    run_dir = Path(run_dir)
-    files = [run_dir / RESULTS_FILE] if (run_dir / RESULTS_FILE).is_file() else []
-    return files + sorted(run_dir.glob("results.rank*.jsonl"))
-
-
-def parse_row(line: bytes | str):
-    """A results row (dict with prompt_id, sampler, seed) from one line, or None if it is not."""
-    try:
-        row = json.loads(line)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return None
-    if not isinstance(row, dict) or any(k not in row for k in ROW_KEYS):
-        return None
-    if isinstance(row["seed"], bool) or not isinstance(row["seed"], int):
-        return None
-    return row
-
-
-def is_failed(row: dict) -> bool:
-    return row.get("status") == "failed"
-
-
-def read_rows(run_dir: Path) -> list[dict]:
-    """Every row of a run, merged over the results files, one per key.
-
-    Per key the first successful row wins; a key with only failed rows keeps its last one.
-    A last line without its newline that does not parse (a process killed while writing) is
-    skipped with a warning; a malformed line anywhere else is a ValueError naming file and line.
-    """
-    rows: dict[str, dict] = {}
-    for path in result_files(run_dir):
-        lines = path.read_bytes().split(b"\n")
-        for number, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            row = parse_row(line)
-            if row is None:
-                if number == len(lines):  # last line without newline: cut off by a kill
-                    warnings.warn(f"{path}: ignoring a truncated last line", stacklevel=2)
-                    continue
-                raise ValueError(
-                    f"{path}, line {number}: not a results row (a JSON object with "
-                    f"{', '.join(ROW_KEYS)}); fix or remove that line"
-                )
-            key = row_key(row["prompt_id"], row["sampler"], row["seed"])
-            old = rows.get(key)
-            if old is None or is_failed(old):
-                rows[key] = row
-    return list(rows.values())
-
-
-def _open_for_append(path: Path):
-    """Open a results file for appending. A last line without its newline is completed if it is
-    a whole row, and cut off if it is torn (a killed write)."""
-    if path.is_file() and path.stat().st_size:
-        data = path.read_bytes()
-        if not data.endswith(b"\n"):
-            cut = data.rfind(b"\n") + 1
-            if parse_row(data[cut:]) is not None:
-                with path.open("ab") as handle:
-                    handle.write(b"\n")
-            else:
-                with path.open("r+b") as handle:
-                    handle.truncate(cut)
-    return path.open("a", encoding="utf-8")
-
-
-def _append_row(handle, row: dict) -> None:
-    handle.write(json.dumps(row, sort_keys=True) + "\n")
-    handle.flush()
-    os.fsync(handle.fileno())
-
-
-def merge_shards(run_dir: Path) -> int:
-    """Merge every results file into ``results.jsonl`` (atomic) and delete the shards.
-
-    Returns the number of rows. Safe to repeat: rows are de-duplicated by key.
-    """
-    run_dir = Path(run_dir)
-    shards = sorted(run_dir.glob("results.rank*.jsonl"))
-    rows = read_rows(run_dir)
-    if shards:
-        text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows)
-        tmp = run_dir / f".{RESULTS_FILE}.merge.tmp"
-        with tmp.open("w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, run_dir / RESULTS_FILE)
-        for shard in shards:
-            shard.unlink()
-    return len(rows)
-
-
-# --------------------------------------------------------------------------- scorers
-
-
-def build_scorers(config: EvalConfig, *, device, dtype=None):
-    """The `safescore.eval.scorers.ScoreSuite` of the configuration.
-
-    The CLIP scorers use ``config.scorer_clip`` (never the guidance encoder). With ``tiny`` they
-    use `safescore.sd.tiny.tiny_clip` (seed 1: not the guidance CLIP), with ``mini`` the trained
-    mini CLIP (`safescore.sd.mini.load_clip`: coherence of a digit with its prompt is real); in
-    both, Q16 embeddings and the aesthetic MLP are random of the CLIP's width (RANDOM weights).
-    ``digit`` (mini only) is `safescore.eval.scorers.DigitScorer`. NudeNet is the real one.
-    """
-    import numpy as np
-    import torch
-
-    from ..sd.hub import load_clip
-    from . import scorers as sc
-
-    suite = []
-    embedder = None
-    random_scorers = config.tiny or config.mini
-    if set(config.scorers) & {"q16", "clip", "aesthetic"}:
-        if config.mini:
-            from ..sd import mini
-
-            clip_model, processor = mini.load_clip(dtype=dtype)
-            tokenizer = processor.tokenizer
-        elif random_scorers:
-            from ..sd.tiny import tiny_clip
-
-            clip_model, tokenizer = tiny_clip(seed=1)
-        else:
-            clip_model, tokenizer = load_clip(config.scorer_clip, dtype=dtype)
-        embedder = sc.CLIPEmbedder(clip_model.to(device), tokenizer, device=device)
-    for name in config.scorers:
-        if name == "nudenet":
-            suite.append(sc.NudeNetScorer(threshold=config.nudenet_threshold))
-        elif name == "q16":
-            if random_scorers:
-                g = np.random.default_rng(0)
-                emb = g.standard_normal((2, embedder.embed_dim)).astype(np.float32)
-            else:
-                emb = config.q16_embeddings
-            suite.append(sc.Q16Scorer(embedder, emb))
-        elif name == "clip":
-            suite.append(sc.CLIPCoherenceScorer(embedder))
-        elif name == "aesthetic":
-            if random_scorers:
-                torch.manual_seed(0)
-                mlp = sc.AestheticMLP(embedder.embed_dim)
-            else:
-                mlp = config.aesthetic_weights
-            suite.append(sc.AestheticScorer(embedder, mlp))
-        elif name == "digit":
-            from ..sd import mini
-
-            suite.append(sc.DigitScorer(mini.digit_classifier()))
-    return sc.ScoreSuite(suite)
-
-
-# --------------------------------------------------------------------------- the run
-
-
-@dataclass
-class ProcessInfo:
-    """This process' place in a (possibly sharded) run."""
-
-    index: int = 0
-    count: int = 1
-    device: str = "cpu"
-    _state: object = None
-
-    def barrier(self):
-        if self._state is not None and self.count > 1:
-            self._state.wait_for_everyone()
-
-
-def process_info(device: str | None = None) -> ProcessInfo:
-    """Rank and world size from Accelerate (``accelerate launch``); one process otherwise.
-
-    ``device=None`` takes Accelerate's device for this process (its own GPU under multi-GPU).
-    """
-    import torch
-
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size > 1 or "ACCELERATE_MIXED_PRECISION" in os.environ:
-        from accelerate import PartialState
-
-        use_cpu = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes")
-        state = PartialState(cpu=use_cpu or not torch.cuda.is_available())
-        if state.num_processes != world_size:
-            raise ValueError(
-                f"WORLD_SIZE is {world_size} but Accelerate set up {state.num_processes} "
-                "process(es); refusing to run, each process would redo all the work"
-            )
-        return ProcessInfo(
-            state.process_index, state.num_processes, device or str(state.device), state
-        )
-
-    return ProcessInfo(0, 1, device or ("cuda" if torch.cuda.is_available() else "cpu"))
+__all__ = [
+    "CONFIG_FILE",
+    "DEFAULT_SCORERS",
+    "LOCK_FILE",
+    "MAX_SEED",
+    "RANDOM_WEIGHTS_NOTE",
+    "RESULTS_FILE",
+    "ROW_KEYS",
+    "SCORER_NAMES",
+    "EvalConfig",
+    "ProcessInfo",
+    "RunLock",
+    "RunLockedError",
+    "WorkItem",
+    "batches",
+    "build_scorers",
+    "check_or_save_config",
+    "expected_keys",
+    "image_relpath",
+    "is_failed",
+    "load_run_prompts",
+    "merge_shards",
+    "mini_settings",
+    "missing_keys",
+    "parse_row",
+    "process_info",
+    "prompt_fingerprint",
+    "read_rows",
+    "result_files",
+    "row_key",
+    "run_evaluation",
+    "work_items",
+]
 
 
 def _log(message: str) -> None:
@@ -827,7 +242,7 @@ def _run_locked(
             unit="img",
             dynamic_ncols=True,
         )
-        with _open_for_append(run_dir / shard) as handle:
+        with open_for_append(run_dir / shard) as handle:
             for batch in batches(todo, batch_size):
                 sampler = batch[0].sampler
                 if sampler not in generators:
@@ -875,7 +290,7 @@ def _run_locked(
                             score_seconds=round(score_seconds, 4),
                         )
                         summary["generated"] += 1
-                    _append_row(handle, row)
+                    append_row(handle, row)
                     bar.update(1)
         bar.close()
     process.barrier()
@@ -909,13 +324,3 @@ def _generate(generate, batch: list[WorkItem]) -> list:
         except failures as exc:
             out.append(exc)
     return out
-
-
-def expected_keys(config: EvalConfig) -> set[str]:
-    """Keys of every row a complete run of ``config`` has."""
-    return {item.key for item in work_items(config, load_run_prompts(config))}
-
-
-def missing_keys(run_dir, config: EvalConfig) -> Iterable[str]:
-    have = {row_key(r["prompt_id"], r["sampler"], r["seed"]) for r in read_rows(Path(run_dir))}
-    return sorted(expected_keys(config) - have)
