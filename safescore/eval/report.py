@@ -534,10 +534,12 @@ def _protocol_lines(config: dict) -> list[str]:
         if config.get(k) != v
     ]
     keys = ("mini", "model", "scheduler", "steps", "guidance_scale", "data_guidance", "seeds",
-            "data_seeds", "seed_offset", "categories", "guidance_clip", "gamma", "threshold",
-            "scorer_clip", "nudenet_threshold")  # fmt: skip
+            "data_seeds", "seed_offset", "noise", "categories", "guidance_clip",
+            "clip_preprocessing", "gamma", "threshold", "scorer_clip",
+            "nudenet_threshold")  # fmt: skip
     if config.get("mini"):  # the mini model: no hub model, CLIP encoders or NudeNet involved
         keys = tuple(k for k in keys if k not in ("model", "guidance_clip", "scorer_clip",
+                                                  "clip_preprocessing",
                                                   "nudenet_threshold"))  # fmt: skip
     settings = ", ".join(f"{k} = {md_escape(json.dumps(config.get(k)))}" for k in keys)
     return [
