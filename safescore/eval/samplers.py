@@ -584,7 +584,6 @@ def _sld_sampler(level: str) -> SamplerFactory:
 
 
 register_sampler("plain", _plain_sampler)
-register_sampler("plain-ddim", _plain_ddim_sampler)
 register_sampler("safe-single", _safe_pipeline_sampler("single"))
 register_sampler("safe-sd-filter", _safe_pipeline_sampler("sd-filter"))
 register_sampler("safe-multi", _safe_pipeline_sampler("multi"))
@@ -592,3 +591,4 @@ register_sampler("safe-multi-code", _safe_pipeline_sampler("multi-code"))
 register_sampler("negative", _negative_sampler)
 for _level in ("weak", "medium", "strong", "max"):
     register_sampler(f"sld-{_level}", _sld_sampler(_level))
+register_sampler("plain-ddim", _plain_ddim_sampler)
