@@ -98,7 +98,7 @@ def test_author_preprocessing_is_imagenet_mean_std(clip, images):
     assert clip_d.image_mean == CLIP_MEAN and clip_d.image_std == CLIP_STD
     assert author.image_mean == IMAGENET_MEAN and author.image_std == IMAGENET_STD
     size = author.image_size
-    pixels = clip_preprocess(images, size, IMAGENET_MEAN, IMAGENET_STD)
+    pixels = clip_preprocess(images, size, IMAGENET_MEAN, IMAGENET_STD, resize="author")
     emb = torch.nn.functional.normalize(model.get_image_features(pixel_values=pixels).pooler_output)
     torch.testing.assert_close(author.image_embeds(images), emb)
     # Closed form at the CLIP size (no resize): ((x + 1) / 2 - mean) / std with ImageNet's values.
@@ -281,7 +281,7 @@ def test_safety_checker_author_preprocessing(images):
     checker = tiny_safety_checker(seed=0)
     d = SafetyCheckerDensity(checker, preprocessing="author")
     assert (d.image_mean, d.image_std) == (IMAGENET_MEAN, IMAGENET_STD)
-    pixels = clip_preprocess(images, d.image_size, IMAGENET_MEAN, IMAGENET_STD)
+    pixels = clip_preprocess(images, d.image_size, IMAGENET_MEAN, IMAGENET_STD, resize="author")
     emb = torch.nn.functional.normalize(checker.visual_projection(checker.vision_model(pixels)[1]))
     concepts = torch.nn.functional.normalize(
         torch.cat([checker.concept_embeds, checker.special_care_embeds])

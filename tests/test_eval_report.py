@@ -85,7 +85,8 @@ def test_report_files_merge_shards_and_blur(tmp_path):
     assert "| plain | all | 4 | 75.00 (3/4) |" in md
     assert "| safe-single | all | 4 | 25.00 (1/4) |" in md
     assert "Published reference numbers (NOT results of this run)" in md
-    assert "| plain | 28.54 (SD 1.4) |" in md
+    # no protocol recorded: no published table beside ours (each only under its protocol)
+    assert "Not shown: published numbers are printed only under the protocol" in md
     with paths["csv"].open() as handle:
         table = list(csv.DictReader(handle))
     assert len([t for t in table if t["metric"] == "nudenet_any"]) == 2

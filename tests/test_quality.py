@@ -71,8 +71,8 @@ def test_inception_needs_local_weights_offline(digits):
         fid_kid(digits[:4].float(), digits[4:8], feature=RandomConvFeatures())
 
 
-def test_clip_score_is_100_max_cos_0():
-    assert clip_score([0.3, -0.2, 0.1, None]) == pytest.approx(100 * (0.3 + 0 + 0.1) / 3)
+def test_clip_score_is_max_of_100_mean_cos_and_0():
+    assert clip_score([0.3, -0.2, 0.1, None]) == pytest.approx(100 * (0.3 - 0.2 + 0.1) / 3)
 
 
 def test_report_section(tmp_path, digits):

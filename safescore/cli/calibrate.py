@@ -145,6 +145,31 @@ def _load(args, device):
     return pipe, density, None, 7.0, 50, 0.23
 
 
+def describe_setup(args, density) -> dict:
+    """What the calibration measured, for ``calibration.md`` (``note``) and the figure's title
+    (``title``): the model (or RANDOM WEIGHTS with --tiny, the mini model with --mini), p_h
+    (density, concepts, reduction, encoder) and its preprocessing."""
+    concept = ", ".join(density.concepts) if hasattr(density, "concepts") else ""
+    if args.tiny:
+        model, encoder = (
+            "tiny SD, RANDOM WEIGHTS (--tiny): a test of the code path, not a result",
+            "tiny CLIP (random)",
+        )
+    elif args.mini:
+        model, encoder = "the mini digits model (safescore.sd.mini)", "the mini CLIP"
+    else:
+        model, encoder = args.model, args.clip
+    ph = (
+        f"p_h = {type(density).__name__}({concept}; {args.reduction}) on {encoder}, "
+        f"preprocessing {args.clip_preprocessing}"
+    )
+    note = f"Model: {model}. {ph}."
+    if args.tiny:
+        note = "**RANDOM WEIGHTS (--tiny): a test of the code path, not a result.**\n\n" + note
+    short_model = "RANDOM WEIGHTS (tiny)" if args.tiny else ("mini" if args.mini else args.model)
+    return {"note": note, "title": f"{short_model}\n{ph}"}
+
+
 def run_calibrate(args) -> int:
     import numpy as np
     import torch
@@ -177,16 +202,11 @@ def run_calibrate(args) -> int:
     result = gate_firing_rate(
         pipe, prompts, density, grid, steps=steps, seeds=seeds, guidance_scale=cfg
     )
-    note = ""
-    if args.tiny:
-        note = "**RANDOM WEIGHTS (--tiny): a test of the code path, not a result.**"
-    concept = ", ".join(density.concepts) if hasattr(density, "concepts") else ""
-    note = (note + "\n\n" if note else "") + (
-        f"p_h: {type(density).__name__} ({concept}; reduction {args.reduction}, "
-        f"preprocessing {args.clip_preprocessing})."
-    )
+    setup = describe_setup(args, density)
+    note = setup["note"]
     mark = mark if args.mark is None else args.mark
-    paths = write_calibration(result, out, mark=mark, note=note)
+    title = f"{setup['title']}\n{result.n_images} images, {steps} steps, CFG {cfg:g}"
+    paths = write_calibration(result, out, mark=mark, note=note, title=title)
     i = int(np.argmin(np.abs(result.thresholds - mark)))
     print(
         f"{result.n_images} images × {steps} steps; at η = {result.thresholds[i]:g}: "

@@ -64,8 +64,10 @@ def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--samplers",
         default=UNSET,
-        help="comma-separated: plain, safe-single, safe-sd-filter, safe-multi, negative, "
-        f"sld-weak, sld-medium, sld-strong, sld-max ({_d('samplers')})",
+        help="comma-separated: plain, plain-ddim (plain with DDIM: the same-scheduler control of "
+        "the safe samplers when plain runs PNDM), safe-single, safe-sd-filter, safe-multi, "
+        "safe-multi-code, negative, sld-weak, sld-medium, sld-strong, sld-max "
+        f"({_d('samplers')})",
     )
     p.add_argument("--seeds", type=positive_int("--seeds"), default=UNSET,
                    help=f"images per prompt ({_d('seeds')})")  # fmt: skip
@@ -74,7 +76,8 @@ def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
         "--tiny",
         action="store_true",
         default=UNSET,
-        help="tiny RANDOM-weight components and scorers (tests, smoke runs; results are not real)",
+        help="tiny RANDOM-weight components and scorers (tests, smoke runs; results are not "
+        "real); 5 denoising steps unless --steps is given",
     )
     p.add_argument(
         "--mini",
@@ -102,6 +105,14 @@ def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
         action=argparse.BooleanOptionalAction,
         default=UNSET,
         help="image seed = the prompt's seed in the data (sd_seed) + index (sld: on)",
+    )
+    p.add_argument(
+        "--noise",
+        choices=("per-image", "i2p"),
+        default=UNSET,
+        help="initial noise: per-image (a generator per image seed) or i2p (the I2P code's: one "
+        "generator seeded with the prompt's first seed, batches of 5; sld: i2p) "
+        f"({_d('noise')})",
     )
     p.add_argument(
         "--data-guidance",
@@ -167,7 +178,7 @@ def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
 
 #: argparse destinations that are EvalConfig fields.
 _CONFIG_FIELDS = (
-    "prompts samplers seeds limit categories hard_only deduplicate seed_offset data_seeds "
+    "prompts samplers seeds limit categories hard_only deduplicate seed_offset data_seeds noise "
     "data_guidance guidance_scale steps scheduler height width tiny mini model gamma threshold "
     "negative_gamma scorers guidance_clip clip_preprocessing special_care scorer_clip "
     "q16_embeddings aesthetic_weights "

@@ -1,9 +1,10 @@
 """Published numbers printed beside ours in ``report.md``, always labelled as references.
 
 Sources (method.md): the thesis' table (C. Carvajal Reyes, "Safe Sampling for Score-based
-Models", 2024; about 10 images per I2P prompt of violence, sexual, harassment) and the SLD paper's
-I2P "sexual" inappropriate probability (Schramowski et al., "Safe Latent Diffusion", 2023:
-NudeNet OR Q16, SD 1.4, 10 images per prompt). These are NOT results of this run.
+Models", 2024; about 10 images per I2P prompt of violence, sexual, harassment), shown under
+``--protocol thesis`` only, and the I2P benchmark's README table (ml-research/i2p: SD 1.4 and
+Safe Latent Diffusion, Schramowski et al. 2023; NudeNet v2 OR Q16, 10 images per prompt), shown
+under ``--protocol sld`` only. These are NOT results of this run.
 """
 
 from __future__ import annotations
@@ -32,10 +33,29 @@ THESIS_COLUMNS = {
 THESIS_SAMPLERS = {"plain": "SD", "safe-single": "Single", "safe-sd-filter": "SD-filter",
                    "safe-multi": "Multi"}  # fmt: skip
 
-#: SLD paper, I2P category "sexual": inappropriate probability (%), NudeNet OR Q16.
-#: SLD weak is not among the numbers in our reference notes.
-SLD_SEXUAL = {"plain": ("SD 1.4", 28.54), "sld-medium": ("SLD medium", 14.97),
-              "sld-strong": ("SLD strong", 4.83), "sld-max": ("SLD max", 1.62)}  # fmt: skip
+#: The I2P benchmark's own table (ml-research/i2p, README.md, "Category: sexual" and
+#: "Category: all"): category -> {our sampler: (row label, inappropriate probability %,
+#: expected maximum inappropriateness %, its std %)}. Measured with the repository's
+#: eval_I2P.py: SD 1.4 at diffusers' defaults (PNDM, 50 steps, CFG 7.5), 10 images per prompt
+#: (one generator seeded with sd_seed, two batches of 5), NudeNet v2 (0.6) OR Q16. The
+#: "Safe SD 1.4" rows are SLD (arXiv 2211.05105); rows marked "todo run" there are left out.
+SLD_I2P_README = {
+    "sexual": {
+        "plain": ("SD 1.4", 28.5392, 86.5960, 11.5085),
+        "sld-medium": ("Safe SD 1.4 (medium)", 14.9731, 71.7280, 17.2618),
+        "sld-strong": ("Safe SD 1.4 (strong)", 4.8335, 39.3735, 17.5645),
+        "sld-max": ("Safe SD 1.4 (max)", 1.6219, 17.2658, 9.3218),
+    },
+    "all": {
+        "plain": ("SD 1.4", 37.7504, 97.0609, 6.2414),
+        "sld-strong": ("Safe SD 1.4 (strong)", 11.5990, 68.8087, 20.7969),
+    },
+}  # fmt: skip
+#: Backwards-compatible view: I2P "sexual", inappropriate probability (%).
+SLD_SEXUAL = {s: (label, rate) for s, (label, rate, _, _) in SLD_I2P_README["sexual"].items()}
 
-THESIS_SOURCE = "thesis (Carvajal Reyes 2024), ≈10 images per prompt, SD v1.x, DDIM"
-SLD_SOURCE = "SLD paper (Schramowski et al. 2023), SD 1.4, 10 images per prompt, NudeNet v2 OR Q16"
+THESIS_SOURCE = "thesis (Carvajal Reyes 2024), ≈10 images per prompt, SD v1.4 (sd-v1-4.ckpt), DDIM"
+SLD_SOURCE = (
+    "I2P benchmark README (github.com/ml-research/i2p): SD 1.4 and Safe Latent Diffusion "
+    "(Schramowski et al. 2023), 10 images per prompt, NudeNet v2 (0.6) OR Q16"
+)

@@ -61,6 +61,21 @@ MINI_UNUSED = {
 #: Scorers with no trained head for the mini CLIP (they would score with random weights).
 MINI_RANDOM_SCORERS = ("q16", "aesthetic")
 
+
+#: Denoising steps of a ``tiny=True`` run unless ``steps`` is given (`tiny_settings`).
+TINY_STEPS = 5
+
+
+def tiny_settings() -> dict:
+    """What ``tiny=True`` changes before the options given (`EvalConfig.from_protocol`): the
+    tiny components have RANDOM weights, so their images are noise whatever the step count;
+    a protocol's 50 steps would only multiply the cost (a ``--protocol thesis`` smoke run of 2
+    prompts is 80 images × 50 steps × 2 UNet passes, about 9 CPU-minutes) and prove nothing
+    more about the code path. ``steps`` = `TINY_STEPS`; give ``steps`` to override; the
+    report lists it among the settings that differ from the protocol."""
+    return dict(steps=TINY_STEPS)
+
+
 #: Seeds are integers in [0, MAX_SEED] (torch.Generator.manual_seed takes 64 bits).
 MAX_SEED = 2**63 - 1
 RANDOM_WEIGHTS_NOTE = (
@@ -127,7 +142,10 @@ class EvalConfig:
     None means the mini-I2P prompts `safescore.sd.mini.PROMPTS_CSV`),
     ``categories`` / ``hard_only`` / ``deduplicate`` (I2P filters), ``limit`` (first prompts).
     Sampling: ``samplers``, ``seeds`` (seed indices 0..seeds-1; the image seed is
-    ``seed_offset + index``, or the prompt's data seed + index with ``data_seeds``),
+    ``seed_offset + index``, or the prompt's data seed + index with ``data_seeds``; ``noise``:
+    "per-image" (each image its own generator seeded with its seed) or "i2p" (the I2P code's:
+    one generator seeded with the prompt's first seed, image j = image j % 5 of its
+    (j // 5)-th batch of 5 draws; the row's ``seed`` then stays first seed + j, its key)),
     ``guidance_scale`` (or the prompt's with ``data_guidance``), ``steps``, ``scheduler``
     (plain and SLD samplers; the safe ones need an x̂0 site and use DDIM under "pndm"),
     ``height``, ``width``, ``tiny`` / ``mini`` or ``model``; ``gamma`` / ``threshold`` (None:
@@ -148,6 +166,7 @@ class EvalConfig:
     deduplicate: bool = False
     seed_offset: int = 0
     data_seeds: bool = False
+    noise: str = "per-image"
     data_guidance: bool = False
     guidance_scale: float = 7.5
     steps: int = 50
@@ -171,11 +190,14 @@ class EvalConfig:
 
     @classmethod
     def from_protocol(cls, protocol: str = "default", **options) -> EvalConfig:
-        """The protocol's settings, then (with ``mini=True``) `mini_settings`, then ``options``
+        """The protocol's settings, then (with ``mini=True``) `mini_settings` (with
+        ``tiny=True``, `tiny_settings`), then ``options``
         on top (every setting can be overridden)."""
         settings = protocol_settings(protocol)
         if options.get("mini"):
             settings = {**settings, **mini_settings()}
+        if options.get("tiny"):
+            settings = {**settings, **tiny_settings()}
         unknown = sorted(set(options) - {f.name for f in dataclasses.fields(cls)})
         if unknown:
             raise TypeError(f"unknown EvalConfig field(s): {', '.join(unknown)}")
@@ -229,6 +251,10 @@ class EvalConfig:
         _whole("limit", self.limit, optional=True)
         for name in ("height", "width"):
             _whole(name, getattr(self, name), optional=True)
+        from .samplers import NOISE_MODES
+
+        if self.noise not in NOISE_MODES:
+            raise ValueError(f"noise must be one of {', '.join(NOISE_MODES)}, got {self.noise!r}")
         if isinstance(self.seed_offset, bool) or not isinstance(self.seed_offset, int):
             raise ValueError(f"seed_offset must be an integer, got {self.seed_offset!r}")
         if not self.data_seeds and not (0 <= self.seed_offset <= MAX_SEED - self.seeds + 1):

@@ -260,7 +260,7 @@ def _run_locked(
                 if sampler not in generators:
                     generators[sampler] = sampler_factory(sampler)(context)
                 start = time.perf_counter()
-                results = _generate(generators[sampler], batch)
+                results = _generate(generators[sampler], batch, noise=config.noise)
                 seconds = (time.perf_counter() - start) / len(batch)
                 good = [(it, g) for it, g in zip(batch, results) if not isinstance(g, Exception)]
                 for item, generated in good:
@@ -314,25 +314,37 @@ def _run_locked(
     return summary
 
 
-def _generate(generate, batch: list[WorkItem]) -> list:
-    """Generated images of a batch (or the exception of each image that failed)."""
+def _generate(generate, batch: list[WorkItem], *, noise: str = "per-image") -> list:
+    """Generated images of a batch (or the exception of each image that failed).
+
+    ``noise="i2p"``: image j of a prompt is made from ONE generator seeded with the prompt's
+    first seed (``seed - seed_index``), its j-th image in batches of 5 (the I2P benchmark's
+    ``eval_I2P.py``; `safescore.eval.samplers.SamplerContext.initial_latents`), so the sampler
+    gets the generator seed and the index."""
     failures = _image_failures()
     prompts = [it.prompt for it in batch]
-    seeds = [it.seed for it in batch]
     scale = batch[0].guidance_scale
+    if noise == "i2p":
+        seeds = [it.seed - it.seed_index for it in batch]
+        extra = [{"index": it.seed_index} for it in batch]
+        batch_extra = {"indices": [it.seed_index for it in batch]}
+    else:
+        seeds = [it.seed for it in batch]
+        extra = [{} for _ in batch]
+        batch_extra = {}
     try:
         if len(batch) > 1 and hasattr(generate, "batch"):
-            return list(generate.batch(prompts, seeds, scale))
+            return list(generate.batch(prompts, seeds, scale, **batch_extra))
         if len(batch) == 1:
-            return [generate(prompts[0], seeds[0], scale)]
+            return [generate(prompts[0], seeds[0], scale, **extra[0])]
     except failures as exc:
         if len(batch) == 1:
             return [exc]
     # A sampler without batching, or a batch that failed: one image at a time.
     out = []
-    for prompt, seed in zip(prompts, seeds):
+    for prompt, seed, kwargs in zip(prompts, seeds, extra):
         try:
-            out.append(generate(prompt, seed, scale))
+            out.append(generate(prompt, seed, scale, **kwargs))
         except failures as exc:
             out.append(exc)
     return out

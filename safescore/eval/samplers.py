@@ -2,12 +2,18 @@
 
 A factory takes a `SamplerContext` (shared components, CLIP, settings) and returns a
 generation function ``generate(prompt, seed, guidance_scale) -> Generated``. All built-in samplers
-share the context's Stable Diffusion components and draw the initial latents from
-``torch.Generator(device).manual_seed(seed)``, so they compare on the same noise:
+share the context's Stable Diffusion components and the same initial noise: by default image
+``seed`` draws its latents from ``torch.Generator(device).manual_seed(seed)``; with
+``noise="i2p"`` (the I2P benchmark's ``eval_I2P.py``) the built-in samplers' ``batch`` also takes
+``indices``, and image ``j`` of a prompt is image ``j % 5`` of draw ``j // 5`` of ONE generator
+seeded with the prompt's seed, each draw the latents of a batch of 5 (`SamplerContext.initial_latents`):
 
 ==================  ===========================================================================
 ``plain``           Stable Diffusion (`safescore.sd.SafeStableDiffusionPipeline`,
                     ``guidance=None``; diffusers' pipeline with PNDM when ``scheduler="pndm"``)
+``plain-ddim``      plain Stable Diffusion with DDIM whatever ``scheduler`` says: the
+                    same-scheduler control of the safe samplers when ``plain`` runs PNDM
+                    (``--protocol sld``)
 ``safe-single``     x̂0-space safe sampling, preset "single" (`safescore.sd.presets.make_guidance`)
 ``safe-sd-filter``  preset "sd-filter" (harm density from SD's safety checker concepts)
 ``safe-multi``      preset "multi" (the slides' mean)
@@ -141,7 +147,10 @@ class SamplerContext:
         model: diffusers model id or folder for real runs.
         seed: weight seed of the tiny components.
         scheduler: "ddim" | "dpm++2m" | "pndm" for ``plain`` and the SLD samplers; the safe
-            samplers need an x̂0 site and use "dpm++2m" when asked for it, else DDIM.
+            samplers need an x̂0 site and use "dpm++2m" when asked for it, else DDIM;
+            ``plain-ddim`` always uses DDIM.
+        noise: "per-image" (image ``seed``: its own generator) or "i2p" (the I2P benchmark's
+            one generator per prompt drawing batches of `I2P_BATCH`; `initial_latents`).
         gamma, threshold: override the presets' γ and η (None: theirs).
         negative_gamma: γ of the ``negative`` sampler (None: the "single" preset's γ).
         guidance_clip: CLIP id or folder of the presets' harm densities (never the scorers').
@@ -160,6 +169,7 @@ class SamplerContext:
     model: str = DEFAULT_MODEL
     seed: int = 0
     scheduler: str = "ddim"
+    noise: str = "per-image"
     gamma: float | None = None
     threshold: float | None = None
     negative_gamma: float | None = None
@@ -183,6 +193,7 @@ class SamplerContext:
             mini=config.mini,
             model=config.model,
             scheduler=config.scheduler,
+            noise=getattr(config, "noise", "per-image"),
             gamma=config.gamma,
             threshold=config.threshold,
             negative_gamma=config.negative_gamma,
@@ -193,6 +204,8 @@ class SamplerContext:
 
     def scheduler_of(self, sampler: str) -> str:
         """The scheduler that sampler ``sampler`` runs with in this context."""
+        if sampler == "plain-ddim":
+            return "ddim"
         if sampler == "plain" or sampler.startswith("sld-"):
             return self.scheduler
         return "dpm++2m" if self.scheduler == "dpm++2m" else "ddim"
@@ -340,6 +353,50 @@ class SamplerContext:
     def generator(self, seed: int) -> torch.Generator:
         return torch.Generator(device=self.device).manual_seed(int(seed))
 
+    def latent_shape(self) -> tuple[int, int, int]:
+        """(C, h, w) of one image's initial latents."""
+        parts = self.components()
+        height, width, _ = self.image_size()
+        vae_factor = 2 ** (len(parts["vae"].config.block_out_channels) - 1)
+        return parts["unet"].config.in_channels, height // vae_factor, width // vae_factor
+
+    def initial_latents(self, seeds, indices) -> torch.Tensor:
+        """The I2P benchmark's initial noise (``eval_I2P.py``'s model classes): for each image,
+        ONE generator seeded with ``seed`` draws ``indices // I2P_BATCH + 1`` batches of shape
+        (I2P_BATCH, C, h, w) (diffusers' ``randn_tensor`` with one generator: on the generator's
+        device, in the model dtype), and the image takes row ``index % I2P_BATCH`` of the last.
+        Before ``init_noise_sigma`` (the pipelines apply it). Returns (N, C, h, w)."""
+        if len(seeds) != len(indices):
+            raise ValueError(f"seeds and indices differ in length: {len(seeds)}, {len(indices)}")
+        shape = (I2P_BATCH, *self.latent_shape())
+        cache: dict = {}
+        out = []
+        for seed, index in zip(seeds, indices):
+            draw, row = divmod(int(index), I2P_BATCH)
+            if (int(seed), draw) not in cache:
+                generator = self.generator(seed)
+                for _ in range(draw + 1):
+                    batch = torch.randn(shape, generator=generator, device=self.device,
+                                        dtype=self.dtype)  # fmt: skip
+                cache[int(seed), draw] = batch
+            out.append(cache[int(seed), draw][row])
+        return torch.stack(out)
+
+    def noise_kwargs(self, seeds, indices) -> dict:
+        """The pipeline arguments that fix the initial noise: ``generator`` (one per image) or,
+        with ``noise="i2p"`` and ``indices`` given, ``latents`` (`initial_latents`)."""
+        if self.noise == "i2p":
+            if indices is None:
+                raise ValueError("noise='i2p' needs the images' indices within their prompt")
+            return {"latents": self.initial_latents(seeds, indices)}
+        return {"generator": [self.generator(s) for s in seeds]}
+
+
+#: Images per pipeline call of the I2P benchmark's model classes (``images_per_gen = (2, 5)``).
+I2P_BATCH = 5
+#: The initial-noise schemes of `SamplerContext`.
+NOISE_MODES = ("per-image", "i2p")
+
 
 def decoder_memory_estimate(vae, height: int, width: int, batch_size: int, dtype) -> int:
     """Bytes the VAE decoder needs for a batch, roughly: its full-resolution activations
@@ -398,30 +455,32 @@ def _column(values, index: int):
 
 
 def _batched(one_batch) -> GenerateFn:
-    """A generation function from ``one_batch(prompts, seeds, gs) -> list[Generated]``."""
+    """A generation function from ``one_batch(prompts, seeds, gs, indices=None) ->
+    list[Generated]`` (``indices``: each image's index within its prompt, for ``noise="i2p"``)."""
 
-    def generate(prompt: str, seed: int, guidance_scale: float) -> Generated:
-        return one_batch([prompt], [seed], guidance_scale)[0]
+    def generate(prompt: str, seed: int, guidance_scale: float, index=None) -> Generated:
+        return one_batch([prompt], [seed], guidance_scale, None if index is None else [index])[0]
 
     generate.batch = one_batch
     return generate
 
 
-def _pipeline_generate(context: SamplerContext, pipe, guidance) -> GenerateFn:
-    """Images from ``pipe`` with ``guidance`` (None: plain), recording p_h and corrections."""
+def _pipeline_generate(context: SamplerContext, pipe, guidance, solver=None) -> GenerateFn:
+    """Images from ``pipe`` with ``guidance`` (None: plain), recording p_h and corrections;
+    ``solver``: "ddim" | "dpm++2m" (None: the context's)."""
 
-    def one_batch(prompts, seeds, guidance_scale) -> list[Generated]:
+    def one_batch(prompts, seeds, guidance_scale, indices=None) -> list[Generated]:
         out = pipe(
             list(prompts),
             guidance=guidance,
             num_inference_steps=context.steps,
             guidance_scale=guidance_scale,
-            generator=[context.generator(s) for s in seeds],
             height=context.height,
             width=context.width,
             output_type="pil",
             record=guidance is not None,
-            solver=context.solver,
+            solver=solver or context.solver,
+            **context.noise_kwargs(seeds, indices),
         )
         if guidance is None:
             return [Generated(image) for image in out.images]
@@ -440,17 +499,17 @@ def _pipeline_generate(context: SamplerContext, pipe, guidance) -> GenerateFn:
 def _diffusers_generate(context: SamplerContext, pipe, extra: dict) -> GenerateFn:
     """Images from a diffusers pipeline (PNDM plain SD, SLD)."""
 
-    def one_batch(prompts, seeds, guidance_scale) -> list[Generated]:
+    def one_batch(prompts, seeds, guidance_scale, indices=None) -> list[Generated]:
         with warnings.catch_warnings():  # SLD's deprecated decode_latents
             warnings.simplefilter("ignore", FutureWarning)
             out = pipe(
                 list(prompts),
                 num_inference_steps=context.steps,
                 guidance_scale=guidance_scale,
-                generator=[context.generator(s) for s in seeds],
                 height=context.height,
                 width=context.width,
                 output_type="pil",
+                **context.noise_kwargs(seeds, indices),
                 **extra,
             )
         return [Generated(image) for image in out.images]
@@ -472,6 +531,10 @@ def _plain_sampler(context: SamplerContext) -> GenerateFn:
             context._cache[key] = pipe
         return _diffusers_generate(context, context._cache[key], {})
     return _pipeline_generate(context, context.pipeline(), None)
+
+
+def _plain_ddim_sampler(context: SamplerContext) -> GenerateFn:
+    return _pipeline_generate(context, context.pipeline(), None, solver="ddim")
 
 
 def _safe_pipeline_sampler(preset: str) -> SamplerFactory:
@@ -530,3 +593,4 @@ register_sampler("safe-multi-code", _safe_pipeline_sampler("multi-code"))
 register_sampler("negative", _negative_sampler)
 for _level in ("weak", "medium", "strong", "max"):
     register_sampler(f"sld-{_level}", _sld_sampler(_level))
+register_sampler("plain-ddim", _plain_ddim_sampler)

@@ -1,8 +1,8 @@
 """Harm densities from CLIP: concept similarities and the Stable Diffusion safety checker.
 
 Images are tensors (B, 3, H, W) in [-1, 1] (the VAE's output range). Preprocessing is
-differentiable: ``(x + 1) / 2``, bicubic antialiased resize (shorter side to the CLIP size, then a
-centre crop), and the CLIP processor's own mean/std. No clamp to [0, 1] (it would block gradients).
+differentiable: ``(x + 1) / 2``, a bicubic resize to the CLIP size and a mean/std normalisation
+(``preprocessing`` below). No clamp to [0, 1] (it would block gradients).
 
 Single concept (thesis): ``p_h^c(x) = cos(E_img(x), E_text(c))`` in (-1, 1). With concepts
 c_1..c_M and cosines s_j = p_h^{c_j}(x), the ``reduction`` gives the log-density guidance
@@ -29,10 +29,12 @@ so the correction fires as soon as ANY concept passes the threshold (slides).
 ``matching_tau="logit_scale", matching_concept="max"`` is this package's earlier "matching"
 (before the author's version became the default); it is kept under those names.
 
-Preprocessing (``preprocessing=``): ``"clip"`` (default) uses the CLIP processor's own mean/std;
-``"author"`` uses ImageNet's mean/std (`IMAGENET_MEAN`, `IMAGENET_STD`), as the author's code
-does (its CLIP mean/std line is commented out) — for exact reproduction of the thesis' η = 0.23.
-Both resize bicubically (antialiased) to the CLIP size.
+Preprocessing (``preprocessing=``): ``"clip"`` (default) uses the CLIP processor's own mean/std
+and an antialiased bicubic resize of the shorter side plus a centre crop; ``"author"`` is the
+author's ``CLIP_cosine.preprocess`` (what the thesis' η = 0.23 was tuned with): ImageNet's
+mean/std (`IMAGENET_MEAN`, `IMAGENET_STD`; its CLIP mean/std line is commented out) and
+torchvision 0.12's tensor ``resize`` to (size, size): bicubic WITHOUT antialiasing, both sides
+(`clip_preprocess`, ``resize="author"``).
 """
 
 from __future__ import annotations
@@ -46,6 +48,8 @@ from ..core.density import HarmDensity
 
 REDUCTIONS = ("mean", "topk", "max", "sum_log_topk", "matching")
 PREPROCESSINGS = ("clip", "author")
+#: `clip_preprocess`'s resizes: CLIP's (antialiased, crop) and the author's (no antialias).
+RESIZES = ("clip", "author")
 MATCHING_CONCEPTS = ("first", "max")
 # OpenAI CLIP's preprocessing constants (CLIPImageProcessor's defaults).
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -66,20 +70,36 @@ def _features(output) -> torch.Tensor:
     return pooled
 
 
-def clip_preprocess(x: torch.Tensor, size: int, mean=CLIP_MEAN, std=CLIP_STD) -> torch.Tensor:
+def clip_preprocess(
+    x: torch.Tensor, size: int, mean=CLIP_MEAN, std=CLIP_STD, *, resize: str = "clip"
+) -> torch.Tensor:
     """Differentiable CLIP preprocessing of images (B, 3, H, W) in [-1, 1] -> (B, 3, size, size).
 
-    ``(x + 1) / 2``, bicubic antialiased resize of the shorter side to ``size``, centre crop,
-    ``(x - mean) / std``. Gradients pass everywhere (no clamp). ``mean``/``std``: 3 numbers, or
-    tensors (3,) already on x's device (no host-to-device copy, i.e. no CUDA sync, per call).
+    ``(x + 1) / 2``, a resize to ``size`` × ``size``, ``(x - mean) / std``. Gradients pass
+    everywhere (no clamp). ``mean``/``std``: 3 numbers, or tensors (3,) already on x's device
+    (no host-to-device copy, i.e. no CUDA sync, per call). ``resize``:
+
+    * ``"clip"``: bicubic antialiased resize of the shorter side to ``size``, centre crop (as
+      CLIP's own processor, up to PIL's resampling);
+    * ``"author"``: the author's ``CLIP_cosine.preprocess``: torchvision's
+      ``F.resize(x, (size, size), BICUBIC)`` on a tensor, which in the author's pinned
+      torchvision 0.12 does NOT antialias (``antialias=None`` means off for tensors): a direct
+      bicubic resize of both sides (no aspect-preserving crop), ``align_corners=False``.
     """
     if x.ndim != 4 or x.shape[1] != 3:
         raise ValueError(f"images must have shape (B, 3, H, W), got {tuple(x.shape)}")
+    if resize not in RESIZES:
+        raise ValueError(f"resize must be one of {RESIZES}, got {resize!r}")
     # Resize in at least float32 (antialiased bicubic has no bfloat16 CPU kernel, and fp16
     # loses precision); the caller casts the result to the model's dtype.
     x = (x.to(torch.promote_types(x.dtype, torch.float32)) + 1) / 2
     H, W = x.shape[-2:]
-    if (H, W) != (size, size):
+    if resize == "author":
+        if (H, W) != (size, size):
+            x = F.interpolate(
+                x, size=(size, size), mode="bicubic", antialias=False, align_corners=False
+            )
+    elif (H, W) != (size, size):
         scale = size / min(H, W)
         new = (max(size, round(H * scale)), max(size, round(W * scale)))
         x = F.interpolate(x, size=new, mode="bicubic", antialias=True, align_corners=False)
@@ -197,8 +217,9 @@ class CLIPConceptDensity(HarmDensity):
         matching_concept: "first" (default, the author's: the first concept's probability) or
             "max" (the largest concept probability; log_prob = log(1 - p_safe)).
         eps: floor of the cosines before the log (> 0).
-        preprocessing: "clip" (default: the processor's mean/std) or "author" (ImageNet's
-            mean/std, as the author's code).
+        preprocessing: "clip" (default: the processor's mean/std, antialiased resize and
+            crop) or "author" (the author's code: ImageNet's mean/std, bicubic resize without
+            antialiasing; `clip_preprocess`).
         image_size, image_mean, image_std: override the preprocessing (default: the processor's,
             else the model's vision ``image_size`` and OpenAI CLIP's constants; mean/std only
             with preprocessing="clip").
@@ -309,7 +330,9 @@ class CLIPConceptDensity(HarmDensity):
     def image_embeds(self, x: torch.Tensor) -> torch.Tensor:
         """Unit-norm CLIP image embeddings of images (B, 3, H, W) in [-1, 1] -> (B, D)."""
         dtype = next(self.clip_model.parameters()).dtype
-        pixels = clip_preprocess(x, self.image_size, self._mean, self._std).to(dtype)
+        pixels = clip_preprocess(
+            x, self.image_size, self._mean, self._std, resize=self.preprocessing
+        ).to(dtype)
         emb = _features(self.clip_model.get_image_features(pixel_values=pixels))
         return F.normalize(emb.float(), dim=-1)
 
@@ -388,8 +411,11 @@ class SafetyCheckerDensity(HarmDensity):
     concepts only as a +0.01 adjustment of the 17 thresholds, so ``special_care=False`` is the
     other defensible reading. ``prob``:
 
-    * ``score="cosine"`` (default): max_j s_j over the included concepts, the thesis' threshold
-      scale (η = 0.23);
+    * ``score="cosine"`` (default): max_j s_j over the included concepts. UNCALIBRATED: these
+      are cosines in the checker's ViT-L/14 projection space, not the ViT-B/16 text-concept
+      cosines η = 0.23 was tuned on, and nothing published gives this space's threshold; the
+      ``sd-filter`` preset still uses 0.23 (the thesis' number, applied as-is). Measure the gate
+      firing rate with ``safescore calibrate`` before reading its results;
     * ``score="margin"``: the filter's own decision value, max_j (s_j - w_j + a) over the 17
       concepts, with w_j the checker's per-concept thresholds and a = 0.01 when a special-care
       concept fires; ``prob >= 0`` is (up to the filter's rounding to 3 decimals) "the safety
@@ -403,7 +429,7 @@ class SafetyCheckerDensity(HarmDensity):
             (True, default) or only the 17 concept embeddings (False). The "margin" score always
             uses them, as the filter does.
         preprocessing: "clip" (default: the feature extractor's, else CLIP's mean/std) or
-            "author" (ImageNet's mean/std, as the author's code preprocesses for CLIP).
+            "author" (ImageNet's mean/std and the unantialiased resize of the author's code).
         feature_extractor: optional ``CLIPImageProcessor`` giving mean/std/crop size.
     """
 
@@ -468,7 +494,9 @@ class SafetyCheckerDensity(HarmDensity):
         """Cosines with all 17 + 3 embeddings, shape (B, 20)."""
         sc = self.safety_checker
         dtype = sc.visual_projection.weight.dtype
-        pixels = clip_preprocess(x, self.image_size, self._mean, self._std).to(dtype)
+        pixels = clip_preprocess(
+            x, self.image_size, self._mean, self._std, resize=self.preprocessing
+        ).to(dtype)
         pooled = sc.vision_model(pixels)[1]
         emb = F.normalize(sc.visual_projection(pooled).float(), dim=-1)
         concepts = torch.cat([sc.concept_embeds, sc.special_care_embeds]).float()

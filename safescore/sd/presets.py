@@ -40,7 +40,7 @@ PRESETS: dict[str, dict] = {
     "sd-filter": dict(
         label=(
             "our interpretation: the safety checker's 17 + 3 image-space concepts, mean "
-            "(special_care=False: the 17 only)"
+            "(special_care=False: the 17 only); η = 0.23 is UNCALIBRATED in this ViT-L/14 space"
         ),
         source="safety_checker",
         concepts=None,
