@@ -5,8 +5,8 @@
 #               docs-build), in the background; its output goes to build/docs-build.log
 #   pytest      the whole suite on 2 xdist workers, alongside docs-build; the tests that need
 #               the built site (the browser test) are scheduled last and wait for it
-# Exits non-zero when any stage failed. Extra arguments go to pytest (`make test-full` passes
-# none; it sets SAFESCORE_TEST_FULL=1 for the slow variations).
+# Exits non-zero when any stage failed. Arguments replace pytest's default `tests` (e.g. one
+# file); `make test-full` sets SAFESCORE_TEST_FULL=1 for the slow variations.
 set -u
 cd "$(dirname "$0")/.."
 BIN=${BIN:-.venv/bin}
@@ -30,16 +30,16 @@ rm -f "$done_file"
 setsid=$(command -v setsid >/dev/null && echo "setsid -w" || true)
 $setsid bash -c '
     t=$(date +%s)
-    "$0" --no-print-directory -j2 docs-build >build/docs-build.log 2>&1
+    $1 --no-print-directory -j2 docs-build >build/docs-build.log 2>&1
     rc=$?
-    echo "$rc $(($(date +%s) - t))" >"$1.tmp" && mv "$1.tmp" "$1"
-' "$MAKE" "$done_file" &
+    echo "$rc $(($(date +%s) - t))" >"$0.tmp" && mv "$0.tmp" "$0"
+' "$done_file" "$MAKE" &
 docs_pid=$!
 trap '[ -n "$setsid" ] && kill -TERM -- "-$docs_pid" 2>/dev/null; kill "$docs_pid" 2>/dev/null; exit 130' INT TERM
 
 t=$(now)
 CI=${CI:-1} TRANSFORMERS_VERBOSITY=error SAFESCORE_SITE=build/site SAFESCORE_SITE_DONE=$done_file \
-    "$BIN/python" -m pytest tests -n "$WORKERS" --dist loadgroup -p no:cacheprovider "$@"
+    "$BIN/python" -m pytest -n "$WORKERS" --dist loadgroup -p no:cacheprovider "${@:-tests}"
 pytest_rc=$?
 pytest_s=$(($(now) - t))
 
