@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test nbval lint format docs docs-build docs-assets browser bench student clean mini-train
+.PHONY: demo test test-full nbval lint format docs docs-build docs-assets browser bench student clean mini-train
 
 $(STAMP): pyproject.toml constraints-cpu.txt
 	$(PY) -m venv $(VENV)
@@ -53,11 +53,15 @@ docs-build: $(STAMP) $(MATHJAX) $(EXECUTED)
 demo: $(STAMP)
 	$(BIN)/safescore demo --out outputs/demo
 
+# Lint, then docs-build (the notebooks executed once, the site) alongside pytest on 2 workers;
+# the browser test runs last, on the built site. Ends with one line per stage and its time.
 test: $(STAMP) browser
-	$(BIN)/ruff check .
-	$(BIN)/ruff format --check .
-	$(MAKE) -j2 docs-build
-	CI=$${CI:-1} TRANSFORMERS_VERBOSITY=error SAFESCORE_SITE=build/site $(BIN)/python -m pytest tests -p no:cacheprovider
+	@BIN=$(BIN) MAKE="$(MAKE)" .ci/test-stages.sh
+
+# `make test` plus the slow variations that prove nothing more for a contributor (tests marked
+# `full`, e.g. the coursework grading each whole student version, not only its exercises).
+test-full: $(STAMP) browser
+	@SAFESCORE_TEST_FULL=1 BIN=$(BIN) MAKE="$(MAKE)" .ci/test-stages.sh
 
 # The notebooks run once per `make test`, by docs-build (fast mode, any failing cell or assert
 # fails it, as nbval --nbval-lax did); `make nbval` runs them through nbval instead.

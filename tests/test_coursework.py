@@ -94,41 +94,61 @@ def _trimmed_instructor_version(src: Path, dest: Path) -> None:
     dest.write_text(json.dumps(nb), encoding="utf-8")
 
 
-def test_student_versions_fail_with_hints_and_grading_gives_0_and_full_points(
-    tmp_path, monkeypatch
+def _solution_free(cells: list[dict]) -> list[tuple[str, str]]:
+    """(cell type, source) of every cell that is not a solution cell."""
+    return [(c["cell_type"], _text(c)) for c in cells if not _nbgrader(c).get("solution")]
+
+
+# The stubs are graded in the student version reduced like the solutions (parameters, imports,
+# exercises); `make test-full` also grades the whole student version.
+STUDENT_VERSIONS = [
+    pytest.param(False, id="exercises"),
+    pytest.param(True, id="whole", marks=pytest.mark.full),
+]
+
+
+@pytest.mark.parametrize("whole", STUDENT_VERSIONS)
+@pytest.mark.parametrize("name", COURSE_NOTEBOOKS)
+def test_student_version_fails_with_hints_and_grading_gives_0_and_full_points(
+    name, whole, tmp_path, monkeypatch
 ):
     monkeypatch.setenv("CI", "1")  # the kernels nbgrader starts inherit it: fast mode
     monkeypatch.setattr(assign, "CELL_TIMEOUT_S", 300)  # a stalled cell fails the run
     course = tmp_path / "course"
-    names = assign.generate(course, NOTEBOOKS, names=COURSE_NOTEBOOKS)
-    assert names == COURSE_NOTEBOOKS
-    for name in names:
-        student = course / "release" / name / f"{name}.ipynb"
-        text = student.read_text(encoding="utf-8")
-        assert "BEGIN SOLUTION" not in text and "raise NotImplementedError()" in text, name
-        expected_points = sum(
-            _nbgrader(c).get("points", 0) for c in _cells(NOTEBOOKS / f"{name}.ipynb")
-        )
+    assert assign.generate(course, NOTEBOOKS, names=[name]) == [name]
+    student = course / "release" / name / f"{name}.ipynb"
+    text = student.read_text(encoding="utf-8")
+    assert "BEGIN SOLUTION" not in text and "raise NotImplementedError()" in text, name
+    source_cells = _cells(NOTEBOOKS / f"{name}.ipynb")
+    expected_points = sum(_nbgrader(c).get("points", 0) for c in source_cells)
+    # Outside its solution cells the student version is the instructor's notebook cell for cell,
+    # which docs-build executes in full.
+    assert _solution_free(_cells(student)) == _solution_free(source_cells), name
+    submission = student
+    if not whole:
+        submission = tmp_path / "stubs" / f"{name}.ipynb"
+        submission.parent.mkdir()
+        _trimmed_instructor_version(student, submission)
 
-        # The stubs: every check fails with its hint, and scores nothing.
-        score, max_score = assign.autograde(course, name, "stubs", student)
-        assert (score, max_score) == (0.0, expected_points), name
-        executed = _cells(course / "autograded" / "stubs" / name / f"{name}.ipynb")
-        checked = [c for c in executed if _nbgrader(c).get("grade")]
-        assert checked, name
-        for cell in checked:
-            errors = [o for o in cell["outputs"] if o["output_type"] == "error"]
-            assert len(errors) == 1, (name, _text(cell), cell["outputs"])
-            assert errors[0]["ename"] == "AssertionError", (name, errors[0]["ename"])
-            assert errors[0]["evalue"].startswith("Hint: "), (name, errors[0]["evalue"])
-        # Nothing but the stubs' consequences failed: no kernel death, no timeout.
-        for cell in executed:
-            for o in cell.get("outputs", []):
-                if o["output_type"] == "error":
-                    assert o["ename"] not in ("DeadKernelError", "CellTimeoutError"), (name, o)
+    # The stubs: every check fails with its hint, and scores nothing.
+    score, max_score = assign.autograde(course, name, "stubs", submission)
+    assert (score, max_score) == (0.0, expected_points), name
+    executed = _cells(course / "autograded" / "stubs" / name / f"{name}.ipynb")
+    checked = [c for c in executed if _nbgrader(c).get("grade")]
+    assert checked, name
+    for cell in checked:
+        errors = [o for o in cell["outputs"] if o["output_type"] == "error"]
+        assert len(errors) == 1, (name, _text(cell), cell["outputs"])
+        assert errors[0]["ename"] == "AssertionError", (name, errors[0]["ename"])
+        assert errors[0]["evalue"].startswith("Hint: "), (name, errors[0]["evalue"])
+    # Nothing but the stubs' consequences failed: no kernel death, no timeout.
+    for cell in executed:
+        for o in cell.get("outputs", []):
+            if o["output_type"] == "error":
+                assert o["ename"] not in ("DeadKernelError", "CellTimeoutError"), (name, o)
 
-        # The solutions: full points.
-        solved = tmp_path / f"{name}.ipynb"
-        _trimmed_instructor_version(NOTEBOOKS / f"{name}.ipynb", solved)
-        score, max_score = assign.autograde(course, name, "solutions", solved)
-        assert (score, max_score) == (expected_points, expected_points), name
+    # The solutions: full points.
+    solved = tmp_path / f"{name}.ipynb"
+    _trimmed_instructor_version(NOTEBOOKS / f"{name}.ipynb", solved)
+    score, max_score = assign.autograde(course, name, "solutions", solved)
+    assert (score, max_score) == (expected_points, expected_points), name

@@ -36,12 +36,9 @@ API = "api/core/"
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory) -> Path:
-    given = os.environ.get("SAFESCORE_SITE")
-    if given:
-        path = (ROOT / given).resolve()
-        assert (path / "index.html").exists(), f"SAFESCORE_SITE={given} has no index.html"
-        return path
+def site(tmp_path_factory, built_site) -> Path:
+    if built_site is not None:  # SAFESCORE_SITE, waited for (tests/conftest.py)
+        return built_site
     assert (ROOT / "docs/js/vendor/mathjax/tex-svg.js").exists(), (
         "MathJax is not vendored: run `make docs-assets` (or `make docs-build`)"
     )

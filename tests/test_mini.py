@@ -120,10 +120,19 @@ def test_safe_guidance_removes_threes_and_leaves_others(pipe, scorer):
     assert not bool(safe7.ever_corrected[torch.from_numpy(identical)].any())
 
 
-def test_train_quick_writes_a_loadable_folder(tmp_path):
+@pytest.fixture(scope="module")
+def quick_weights(tmp_path_factory):
+    """One `train --quick` run, shared by the two tests below (kept on one xdist worker)."""
     from safescore.sd.mini import train
 
-    out = train.main(["--out", str(tmp_path / "m"), "--quick", "--threads", "1"])
+    return train.main(
+        ["--out", str(tmp_path_factory.mktemp("quick") / "m"), "--quick", "--threads", "1"]
+    )
+
+
+@pytest.mark.xdist_group("mini_quick_train")
+def test_train_quick_writes_a_loadable_folder(quick_weights):
+    out = quick_weights
     assert (out / "model_index.json").is_file() and (out / "MODEL_CARD.md").is_file()
     p = mini.load_pipeline(weights_dir=out)
     images = _generate(p, ["a handwritten three"], [0], steps=2).images
@@ -134,14 +143,15 @@ def test_train_quick_writes_a_loadable_folder(tmp_path):
     assert len(tok("any text at all, even ünïcode!").input_ids) > 2  # byte fallback
 
 
-def test_reproduce_stops_each_stage_where_the_log_says(tmp_path):
+@pytest.mark.xdist_group("mini_quick_train")
+def test_reproduce_stops_each_stage_where_the_log_says(tmp_path, quick_weights):
     """--reproduce repeats a (time-capped) run exactly: each stage stops at the logged step."""
     import hashlib
     import json
 
     from safescore.sd.mini import train
 
-    first = train.main(["--out", str(tmp_path / "a"), "--quick", "--threads", "1"])
+    first = quick_weights
     log = json.loads((first / "training_log.json").read_text())
     for name in ("clip", "vae", "unet", "classifier"):
         log["stages"][name]["steps"] = 2  # as if the clock had stopped each stage at step 2
