@@ -407,5 +407,16 @@ def _shown(state: dict) -> tuple:
 
 
 def _idle(server: JupyterServer):
-    """A condition for `_wait`: the server's one kernel is idle."""
-    return lambda: server.kernel_states() == ["idle"]
+    """A condition for `_wait`: the server's one kernel is idle. While the kernel starts, the
+    server can answer its kernel list with a 500 (seen on a busy machine): not idle yet, ask
+    again (`_wait` bounds the time and fails with the server log)."""
+
+    def idle() -> bool:
+        try:
+            return server.kernel_states() == ["idle"]
+        except urllib.error.HTTPError as error:
+            if error.code >= 500:
+                return False
+            raise
+
+    return idle
