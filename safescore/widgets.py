@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from . import config
-from .core.guidance import NegativeGuidance, SafeGuidance
+from .core.guidance import NegativeGuidance, SafeGuidance, SignalScaledGamma
 from .core.sampling import sample
 from .plotting import HARMFUL_COLOR, SAFE_COLOR, _coloured_paths, plot_modes
 
@@ -329,7 +329,9 @@ class PipelineExplorer:
         self.params = {"gamma": gamma, "threshold": threshold}
         self.plain = self._images(None)
         n = len(self.prompts)
-        self.figure, self.axes = plt.subplots(2, n, figsize=(2.6 * n, 5.6), squeeze=False)
+        self.figure, self.axes = plt.subplots(
+            2, n, figsize=(2.6 * n, 5.8), squeeze=False, layout="constrained"
+        )
         plt.close(self.figure)
         self.last_seconds = float("nan")
         self.update()
@@ -363,8 +365,13 @@ class PipelineExplorer:
                 ax.set(xticks=[], yticks=[])
                 ax.set_title(f"{what}: {prompt}", fontsize=9)
         thr = "every step" if threshold is None else f"threshold η = {float(threshold):.2f}"
-        self.figure.suptitle(f"safe: γ={gamma:.4g}, {thr}", fontsize=11)
-        self.figure.tight_layout()
+        if isinstance(schedule, SignalScaledGamma):  # e.g. the mini model's γ_t = γ·√ᾱ_t
+            label = f"γ_t={gamma:.4g}·ᾱ_t^{schedule.power:g}"
+        elif self.gamma_schedule is not None:
+            label = f"γ={gamma:.4g} ({type(schedule).__name__})"
+        else:
+            label = f"γ={gamma:.4g}"
+        self.figure.suptitle(f"safe: {label}, {thr}", fontsize=11)
         self.last_seconds = time.perf_counter() - t0
         return self.figure
 
