@@ -20,7 +20,7 @@ from .options import (
     finite_float,
     nonempty,
     positive_int,
-    refuse_unused,
+    refuse_model_options,
     resolve_device,
     seed_int,
 )
@@ -104,16 +104,7 @@ def _load(args, device):
     import torch
 
     kw = dict(reduction=args.reduction, preprocessing=args.clip_preprocessing)
-    mode = "--mini" if args.mini else ("--tiny" if args.tiny else None)
-    refuse_unused(
-        mode, {"--model": args.model, "--clip": args.clip}, "it brings its own UNet and CLIP"
-    )
-    if args.mini:
-        refuse_unused(
-            mode,
-            {"--clip-preprocessing": None if args.clip_preprocessing == "clip" else "author"},
-            "the mini CLIP has its own mean/std",
-        )
+    refuse_model_options(args)
     args.model = args.model or DEFAULT_MODEL
     args.clip = args.clip or DEFAULT_GUIDANCE_CLIP
     if args.mini:

@@ -23,7 +23,7 @@ from .options import (
     finite_float,
     nonempty,
     positive_int,
-    refuse_unused,
+    refuse_model_options,
     resolve_device,
     seed_int,
 )
@@ -163,16 +163,8 @@ def run_generate(args) -> int:
         raise ValueError(f"--mini: preset {args.preset!r} has no mini version; use single")
     if args.mini and (args.reduction is not None or args.k is not None):
         raise ValueError("--mini: --reduction and --k are not available (one concept, cosine)")
-    mode = "--mini" if args.mini else ("--tiny" if args.tiny else None)
-    refuse_unused(
-        mode, {"--model": args.model, "--clip": args.clip}, "it brings its own UNet and CLIP"
-    )
+    refuse_model_options(args)
     if args.mini:
-        refuse_unused(
-            mode,
-            {"--clip-preprocessing": None if args.clip_preprocessing == "clip" else "author"},
-            "the mini CLIP has its own mean/std",
-        )
         for option, size in (("--height", args.height), ("--width", args.width)):
             if size is not None and size != MINI_IMAGE_SIZE:
                 raise CLIError(

@@ -95,6 +95,22 @@ def refuse_unused(mode: str | None, given: dict, reason: str) -> None:
             raise CLIError(f"{option} does not apply to {mode} ({reason}); leave it out")
 
 
+def refuse_model_options(args) -> None:
+    """``--mini`` / ``--tiny`` bring their own UNet and CLIP: refuse ``--model`` and ``--clip``,
+    and with ``--mini`` also ``--clip-preprocessing author`` (the mini CLIP has its own
+    mean/std). ``args`` has ``mini``, ``tiny``, ``model``, ``clip``, ``clip_preprocessing``."""
+    mode = "--mini" if args.mini else ("--tiny" if args.tiny else None)
+    refuse_unused(
+        mode, {"--model": args.model, "--clip": args.clip}, "it brings its own UNet and CLIP"
+    )
+    if args.mini:
+        refuse_unused(
+            mode,
+            {"--clip-preprocessing": None if args.clip_preprocessing == "clip" else "author"},
+            "the mini CLIP has its own mean/std",
+        )
+
+
 def check_out_dir(path, option: str = "--out", *, must_be_empty: bool = False) -> Path:
     """An output folder that exists or can be created, and can be written to.
 
