@@ -125,10 +125,12 @@ class Calibration:
         ax.set_ylim(-2, 102)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-        ax.set_title(
-            title or f"{self.n_images} images, {self.steps} steps, CFG {self.guidance_scale:g}",
-            fontsize=9,
-        )
+        import textwrap
+
+        title = title or f"{self.n_images} images, {self.steps} steps, CFG {self.guidance_scale:g}"
+        # long lines (the density's repr) wrap to the figure's width instead of being cut off
+        wrapped = "\n".join(textwrap.fill(line, 80) for line in title.splitlines())
+        ax.set_title(wrapped, fontsize=8)
         fig.tight_layout()
         fig.savefig(path, dpi=120)
 
