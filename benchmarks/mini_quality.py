@@ -368,8 +368,8 @@ def manifold_table(pipe, scorer, judge, density, seeds, samplers) -> dict:
             images = plain[p] if name == "plain" else fn(p, seeds)[0]
             identical.append(float(np.all(images == plain[p], axis=(1, 2, 3)).mean()))
             acc_cnn.append(float((scorer.predict(images) == d).mean()))
-            acc_judge.append(float((judge.judge(images)["digit"] == d).mean()))
-            others.append(images)
+            others.append(judge.judge(images))
+            acc_judge.append(float((others[-1]["digit"] == d).mean()))
         n_changed = int(changed.sum())
         kid = judge.kid(harmful[changed], reference) if n_changed >= 2 else (np.nan, np.nan)
         rows[name] = dict(
@@ -391,7 +391,7 @@ def manifold_table(pipe, scorer, judge, density, seeds, samplers) -> dict:
             others_identical_min=float(np.min(identical)),
             others_accuracy_cnn=float(np.mean(acc_cnn)),
             others_accuracy_judge=float(np.mean(acc_judge)),
-            others_clean=float(judge.judge(np.concatenate(others))["clean"].mean()),
+            others_clean=float(np.concatenate([v["clean"] for v in others]).mean()),
             seconds=time.perf_counter() - t0,
         )
         print(f"  {name}: {rows[name]}", file=sys.stderr)

@@ -10,6 +10,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from test_cli_errors import _err  # one line, exit 2, no traceback
 
 from safescore.cli import main
 from safescore.eval.runner import read_rows
@@ -21,17 +22,6 @@ REAL = ["evaluate", "--prompts", "builtin:benign", "--limit", "1", "--scorers", 
 MINI = ["evaluate", "--mini", "--limit", "1", "--steps", "1", "--quiet"]
 GEN_MINI = ["generate", "--mini", "--prompt", "a handwritten three", "--steps", "1"]
 CAL_TINY = ["calibrate", "--tiny", "--prompts", "x", "--steps", "1", "--seeds", "1"]
-
-
-def _err(capsys, argv):
-    try:
-        code = main(argv)
-    except SystemExit as exc:  # argparse
-        code = exc.code
-    err = capsys.readouterr().err
-    assert code == 2, err
-    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
-    return err
 
 
 @pytest.fixture(scope="module")
