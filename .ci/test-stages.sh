@@ -38,7 +38,10 @@ docs_pid=$!
 trap '[ -n "$setsid" ] && kill -TERM -- "-$docs_pid" 2>/dev/null; kill "$docs_pid" 2>/dev/null; exit 130' INT TERM
 
 t=$(now)
-CI=${CI:-1} TRANSFORMERS_VERBOSITY=error SAFESCORE_SITE=build/site SAFESCORE_SITE_DONE=$done_file \
+# One thread per process (the tests' models are tiny; on 2 shared cores the threads of one
+# process only busy-wait for those of another), in the workers and every process they start.
+OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} CI=${CI:-1} TRANSFORMERS_VERBOSITY=error \
+    SAFESCORE_SITE=build/site SAFESCORE_SITE_DONE=$done_file \
     "$BIN/python" -m pytest -n "$WORKERS" --dist loadgroup -p no:cacheprovider "${@:-tests}"
 pytest_rc=$?
 pytest_s=$(($(now) - t))

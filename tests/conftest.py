@@ -47,6 +47,18 @@ def built_site() -> Path | None:
     return path
 
 
+@pytest.fixture(scope="session")
+def executed_notebooks(built_site) -> Path | None:
+    """The notebooks docs-build executed in fast mode (``build/executed/notebooks``), once the
+    build is done; None when pytest runs without the site (the tests then execute what they need).
+    """
+    if built_site is None:
+        return None
+    folder = ROOT / "build" / "executed" / "notebooks"
+    assert folder.is_dir(), f"docs-build wrote no executed notebooks to {folder}"
+    return folder
+
+
 def pytest_configure(config):
     config.addinivalue_line(
         "markers",

@@ -7,9 +7,10 @@
 * the student versions, executed by nbgrader's autograder in fast mode (errors allowed), fail
   every check with an ``AssertionError("Hint: ...")`` — no kernel crash, no stall (a cell
   timeout) — and score 0;
-* the solutions score full points: the instructor notebooks reduced to their parameters and
-  imports cells and their exercises (the rest of each notebook is what nbval runs) are graded
-  by the same autograder.
+* the solutions score full points from the same autograder: under ``make test`` it grades the
+  notebooks docs-build executed (from their outputs, nothing is run twice); without the built
+  site, the instructor notebooks reduced to their parameters and imports cells and their
+  exercises are executed and graded.
 """
 
 from __future__ import annotations
@@ -107,33 +108,40 @@ STUDENT_VERSIONS = [
 ]
 
 
+@pytest.fixture(scope="session")
+def course(tmp_path_factory) -> Path:
+    """One course folder (student versions and gradebook) for every notebook, made once."""
+    course = tmp_path_factory.mktemp("coursework") / "course"
+    assert assign.generate(course, NOTEBOOKS, names=COURSE_NOTEBOOKS) == COURSE_NOTEBOOKS
+    return course
+
+
+def _expected_points(name: str) -> float:
+    return sum(_nbgrader(c).get("points", 0) for c in _cells(NOTEBOOKS / f"{name}.ipynb"))
+
+
 @pytest.mark.parametrize("whole", STUDENT_VERSIONS)
 @pytest.mark.parametrize("name", COURSE_NOTEBOOKS)
-def test_student_version_fails_with_hints_and_grading_gives_0_and_full_points(
-    name, whole, tmp_path, monkeypatch
-):
+def test_student_version_fails_with_hints_and_scores_0(name, whole, course, tmp_path, monkeypatch):
     monkeypatch.setenv("CI", "1")  # the kernels nbgrader starts inherit it: fast mode
     monkeypatch.setattr(assign, "CELL_TIMEOUT_S", 300)  # a stalled cell fails the run
-    course = tmp_path / "course"
-    assert assign.generate(course, NOTEBOOKS, names=[name]) == [name]
     student = course / "release" / name / f"{name}.ipynb"
     text = student.read_text(encoding="utf-8")
     assert "BEGIN SOLUTION" not in text and "raise NotImplementedError()" in text, name
     source_cells = _cells(NOTEBOOKS / f"{name}.ipynb")
-    expected_points = sum(_nbgrader(c).get("points", 0) for c in source_cells)
     # Outside its solution cells the student version is the instructor's notebook cell for cell,
     # which docs-build executes in full.
     assert _solution_free(_cells(student)) == _solution_free(source_cells), name
     submission = student
     if not whole:
-        submission = tmp_path / "stubs" / f"{name}.ipynb"
-        submission.parent.mkdir()
+        submission = tmp_path / f"{name}.ipynb"
         _trimmed_instructor_version(student, submission)
 
     # The stubs: every check fails with its hint, and scores nothing.
-    score, max_score = assign.autograde(course, name, "stubs", submission)
-    assert (score, max_score) == (0.0, expected_points), name
-    executed = _cells(course / "autograded" / "stubs" / name / f"{name}.ipynb")
+    stubs = "stubs-whole" if whole else "stubs"
+    score, max_score = assign.autograde(course, name, stubs, submission)
+    assert (score, max_score) == (0.0, _expected_points(name)), name
+    executed = _cells(course / "autograded" / stubs / name / f"{name}.ipynb")
     checked = [c for c in executed if _nbgrader(c).get("grade")]
     assert checked, name
     for cell in checked:
@@ -147,8 +155,41 @@ def test_student_version_fails_with_hints_and_grading_gives_0_and_full_points(
             if o["output_type"] == "error":
                 assert o["ename"] not in ("DeadKernelError", "CellTimeoutError"), (name, o)
 
-    # The solutions: full points.
-    solved = tmp_path / f"{name}.ipynb"
-    _trimmed_instructor_version(NOTEBOOKS / f"{name}.ipynb", solved)
-    score, max_score = assign.autograde(course, name, "solutions", solved)
-    assert (score, max_score) == (expected_points, expected_points), name
+
+def _without_outputs(cells: list[dict]) -> list[tuple[str, str]]:
+    return [(c["cell_type"], _text(c)) for c in cells]
+
+
+@pytest.mark.parametrize("name", COURSE_NOTEBOOKS)
+def test_solutions_score_full_points(name, course, executed_notebooks, tmp_path, monkeypatch):
+    """The instructor's solutions get every point from the same autograder.
+
+    Under `make test` the notebook docs-build executed (the whole instructor notebook, in fast
+    mode) is graded from its outputs, and one check cell given an error output loses exactly its
+    points; without the built site the reduced instructor version is executed and graded.
+    """
+    expected = _expected_points(name)
+    if executed_notebooks is None:
+        monkeypatch.setenv("CI", "1")
+        solved = tmp_path / f"{name}.ipynb"
+        _trimmed_instructor_version(NOTEBOOKS / f"{name}.ipynb", solved)
+        assert assign.autograde(course, name, "solutions", solved) == (expected, expected)
+        return
+
+    executed = executed_notebooks / f"{name}.ipynb"
+    nb = json.loads(executed.read_text(encoding="utf-8"))
+    assert _without_outputs(nb["cells"]) == _without_outputs(_cells(NOTEBOOKS / f"{name}.ipynb")), (
+        f"{executed} is not the current {name}: run `make docs-build`"
+    )
+    score = assign.autograde(course, name, "solutions", executed, execute=False)
+    assert score == (expected, expected), name
+
+    # The grade comes from the outputs: an error in the first check cell costs its points.
+    first = next(c for c in nb["cells"] if _nbgrader(c).get("grade"))
+    first["outputs"].append(
+        {"output_type": "error", "ename": "AssertionError", "evalue": "Hint: x", "traceback": []}
+    )
+    broken = tmp_path / f"{name}.ipynb"
+    broken.write_text(json.dumps(nb), encoding="utf-8")
+    score = assign.autograde(course, name, "broken", broken, execute=False)
+    assert score == (expected - _nbgrader(first)["points"], expected), name

@@ -151,6 +151,7 @@ def test_bad_input_messages(tmp_path, capsys):
     assert "run directory not found" in capsys.readouterr().err
 
 
+@pytest.mark.full  # make test kills an `evaluate --mini` run (test_mini_eval_inputs.py)
 def test_kill_mid_run_then_resume_loses_and_duplicates_nothing(tmp_path):
     """A real SIGKILL of a tiny Stable Diffusion run, then the same command again."""
     out = tmp_path / "run"

@@ -71,7 +71,7 @@ def configure(c, course_dir: str | Path | None = None, cell_timeout: float | Non
     c.OverwriteCells.add_missing_cells = True
 
 
-def _api(course_dir: Path, cell_timeout: float | None = None):
+def _api(course_dir: Path, cell_timeout: float | None = None, execute: bool = True):
     # nbgrader calls the `alembic` command: make this interpreter's scripts directory findable
     # even when the virtual environment is not activated (Makefile, CI).
     bindir = str(Path(sys.executable).parent)
@@ -82,6 +82,16 @@ def _api(course_dir: Path, cell_timeout: float | None = None):
 
     c = Config()
     configure(c, course_dir, cell_timeout)
+    if not execute:
+        # Grade the outputs the notebook already has: nbgrader's own preprocessors, less the
+        # two that clear the outputs and run the notebook.
+        from nbgrader.converters import Autograde
+        from nbgrader.preprocessors import ClearOutput, Execute
+
+        traits = Autograde.class_traits()
+        for stage in ("sanitize_preprocessors", "autograde_preprocessors"):
+            kept = [p for p in traits[stage].default() if p not in (ClearOutput, Execute)]
+            setattr(c.Autograde, stage, kept)
     return NbGraderAPI(config=c)
 
 
@@ -228,20 +238,30 @@ def generate(course_dir, notebooks_dir="notebooks", names=None) -> list[str]:
 
 
 def autograde(
-    course_dir, assignment: str, student: str, notebook, cell_timeout: float | None = None
+    course_dir,
+    assignment: str,
+    student: str,
+    notebook,
+    cell_timeout: float | None = None,
+    *,
+    execute: bool = True,
 ) -> tuple[float, float]:
     """Autograde one submitted notebook; returns (score, max_score).
 
     The notebook is copied to ``course_dir/submitted/STUDENT/ASSIGNMENT/`` and executed by
     nbgrader (errors allowed, each cell interrupted after ``cell_timeout`` seconds); the executed
     copy is ``course_dir/autograded/STUDENT/ASSIGNMENT/``.
+
+    ``execute=False`` grades the outputs the notebook already has instead of running it: only
+    for a notebook you executed yourself (e.g. the instructor's, executed by ``make
+    docs-build``), never for a student's submission, whose outputs could be typed in.
     """
     course_dir = Path(course_dir)
     check_student_id(student)
     dest = course_dir / "submitted" / student / assignment
     dest.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(notebook, dest / f"{assignment}.ipynb")
-    api = _api(course_dir, cell_timeout)
+    api = _api(course_dir, cell_timeout, execute=execute)
     result = api.autograde(assignment, student, force=True, create=True)
     if not result["success"]:
         raise NbgraderFailure(f"nbgrader autograde {assignment} {student}", result["log"])
