@@ -1,4 +1,6 @@
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -57,6 +59,24 @@ def executed_notebooks(built_site) -> Path | None:
     folder = ROOT / "build" / "executed" / "notebooks"
     assert folder.is_dir(), f"docs-build wrote no executed notebooks to {folder}"
     return folder
+
+
+@pytest.fixture(scope="session")
+def modules_in_a_fresh_process() -> dict[str, set[str]]:
+    """The modules a fresh interpreter has loaded after each of a few imports (one process)."""
+    code = (
+        "import sys\n"
+        "import safescore\n"
+        "print('## import safescore', *sys.modules, sep='\\n')\n"
+        "import safescore.sd, safescore.cli.generate\n"
+        "print('## import safescore.sd, safescore.cli.generate', *sys.modules, sep='\\n')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    snapshots: dict[str, set[str]] = {}
+    for block in out.stdout.split("## ")[1:]:
+        title, *names = block.strip().split("\n")
+        snapshots[title] = set(names)
+    return snapshots
 
 
 def pytest_configure(config):

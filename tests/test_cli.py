@@ -32,16 +32,24 @@ def test_demo_small_run_writes_figures_and_metrics(tmp_path, capsys):
         (["demo", "--steps", "5000"], "--steps must be between 1 and 1000"),
     ],
 )
-def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
+def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message, capsys):
+    assert main([*args, "--out", str(tmp_path), "--no-figures"]) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_bad_input_exits_2_from_the_command_line(tmp_path):
+    """The same through a real `python -m safescore` process: its exit status and stderr."""
     proc = subprocess.run(
-        [sys.executable, "-m", "safescore", *args, "--out", str(tmp_path), "--no-figures"],
+        [sys.executable, "-m", "safescore", "demo", "--gamma", "-1", "--out", str(tmp_path)],
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert proc.returncode == 2
-    assert message in proc.stderr
-    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    err = proc.stderr.strip()
+    assert err == "safescore demo: error: --gamma must be a finite number >= 0, got -1.0", err
 
 
 def test_argparse_errors_exit_2(capsys):

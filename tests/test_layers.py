@@ -130,18 +130,11 @@ def test_the_checker_sees_imports_inside_functions(tmp_path):
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
 
 
-@pytest.fixture(scope="module")
-def modules_after_import_safescore() -> set[str]:
-    """Every module a fresh interpreter has loaded after ``import safescore`` (one process)."""
-    code = "import sys, safescore; print('\\n'.join(sys.modules))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return set(out.stdout.split())
-
-
 @pytest.mark.parametrize("heavy", ["diffusers", "transformers", "matplotlib", "sklearn", "pandas"])
-def test_import_safescore_is_light(heavy, modules_after_import_safescore):
-    assert "safescore" in modules_after_import_safescore
-    assert heavy not in modules_after_import_safescore
+def test_import_safescore_is_light(heavy, modules_in_a_fresh_process):
+    loaded = modules_in_a_fresh_process["import safescore"]
+    assert "safescore" in loaded
+    assert heavy not in loaded
 
 
 def test_python_dash_m_safescore_runs():
