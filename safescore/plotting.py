@@ -485,16 +485,40 @@ def plot_image_grid(
 
 
 # --------------------------------------------------------------------------- animations
-def _save_animation(anim, path, fps: int, dpi: int, video) -> None:
-    """Write ``anim`` as a GIF to ``path`` and, where ffmpeg exists, as an MP4 to ``video``."""
+def _save_animation(fig, draw, num_frames: int, path, fps: int, dpi: int, video):
+    """The ``FuncAnimation`` of ``draw`` over ``num_frames`` frames; written as a GIF to ``path``
+    and, where ffmpeg exists, as an MP4 to ``video``.
+
+    The GIF holds what matplotlib's ``PillowWriter`` writes, but each frame is drawn once
+    (``FuncAnimation.save`` draws every frame twice more before grabbing it).
+    """
+    from io import BytesIO
     from pathlib import Path
 
     from matplotlib import animation
+    from PIL import Image
 
     if path is not None:
-        anim.save(str(Path(path)), writer=animation.PillowWriter(fps=fps), dpi=dpi)
+        width, height = fig.get_size_inches()
+        size = int(width * dpi), int(height * dpi)
+        frames = []
+        for k in range(num_frames):
+            draw(k)
+            buf = BytesIO()
+            fig.savefig(buf, format="rgba", dpi=dpi)
+            frame = Image.frombuffer("RGBA", size, buf.getbuffer(), "raw", "RGBA", 0, 1)
+            # Opaque frames as RGB: they convert to the GIF palette better (as PillowWriter does).
+            frames.append(frame if frame.getextrema()[3][0] < 255 else frame.convert("RGB"))
+        frames[0].save(
+            str(Path(path)), save_all=True, append_images=frames[1:],
+            duration=int(1000 / fps), loop=0,
+        )  # fmt: skip
+    anim = animation.FuncAnimation(fig, draw, frames=num_frames, interval=1000 // fps, blit=False)
+    if path is not None:
+        anim._draw_was_started = True  # its frames were rendered (into the GIF): no warning
     if video is not None and animation.writers.is_available("ffmpeg"):
         anim.save(str(Path(video)), writer=animation.FFMpegWriter(fps=fps), dpi=dpi)
+    return anim
 
 
 def animate_trajectories(
@@ -527,7 +551,6 @@ def animate_trajectories(
         The ``matplotlib.animation.FuncAnimation`` (its figure is ``anim._fig``; in a notebook
         ``anim.to_jshtml()`` gives a player). The figure is not shown.
     """
-    from matplotlib import animation
 
     if not results:
         raise ValueError("animate_trajectories needs at least one result")
@@ -614,9 +637,7 @@ def animate_trajectories(
             changed += [trail, pushes, xt, xh, ring, label]
         return changed
 
-    anim = animation.FuncAnimation(fig, draw, frames=steps + 1, interval=1000 // fps, blit=False)
-    _save_animation(anim, path, fps, dpi, video)
-    return anim
+    return _save_animation(fig, draw, steps + 1, path, fps, dpi, video)
 
 
 def animate_images(
@@ -639,7 +660,6 @@ def animate_images(
     Returns:
         The ``matplotlib.animation.FuncAnimation``.
     """
-    from matplotlib import animation
 
     names = list(frames)
     arrays = {k: np.clip(np.asarray(v, dtype=float), 0, 1) for k, v in frames.items()}
@@ -667,9 +687,7 @@ def animate_images(
         return images
 
     fig.tight_layout()
-    anim = animation.FuncAnimation(fig, draw, frames=steps, interval=1000 // fps, blit=False)
-    _save_animation(anim, path, fps, dpi, video)
-    return anim
+    return _save_animation(fig, draw, steps, path, fps, dpi, video)
 
 
 def gif_html(path, *, width: int | None = None) -> str:
