@@ -218,6 +218,7 @@ def tiny_course(tmp_path_factory) -> Path:
     return root / "course"
 
 
+@pytest.mark.xdist_group("tiny_course")  # one tiny course, made once
 def test_an_endless_loop_times_out_and_scores_0_for_its_cell_only(tiny_course, tmp_path, capsys):
     sub = _write(tmp_path / "01_tiny.ipynb", tiny_notebook("while True:\n        pass"))
     argv = ["grade", str(sub), "--student", "looper", "--course-dir", str(tiny_course)]
@@ -237,6 +238,7 @@ def test_an_endless_loop_times_out_and_scores_0_for_its_cell_only(tiny_course, t
     }, errors
 
 
+@pytest.mark.xdist_group("tiny_course")  # one tiny course, made once
 def test_deleted_cells_are_restored_and_said_so(tiny_course, tmp_path, capsys):
     nb = tiny_notebook()
     nb["cells"] = [c for c in nb["cells"] if c["id"] not in ("triple", "double_check")]

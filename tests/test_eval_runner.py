@@ -182,6 +182,43 @@ def test_kill_mid_run_then_resume_loses_and_duplicates_nothing(tmp_path):
     assert all((out / r["image_path"]).is_file() for r in rows)
 
 
+class _FakePartialState:
+    """What process_info reads of accelerate.PartialState: process 1 of 2, on the CPU."""
+
+    def __init__(self, cpu: bool = False):
+        self.cpu, self.num_processes, self.process_index, self.device = cpu, 2, 1, "cpu"
+        self.waited = 0
+
+    def wait_for_everyone(self):
+        self.waited += 1
+
+
+def test_process_info_takes_rank_and_world_size_from_accelerate(monkeypatch):
+    import accelerate
+
+    from safescore.eval.processes import process_info
+
+    states = []
+    monkeypatch.setattr(accelerate, "PartialState", lambda cpu=False: states.append(
+        _FakePartialState(cpu)) or states[-1])  # fmt: skip
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("ACCELERATE_USE_CPU", "true")
+    info = process_info()
+    assert (info.index, info.count, info.device) == (1, 2, "cpu") and states[-1].cpu
+    info.barrier()
+    assert states[-1].waited == 1
+    monkeypatch.setenv("WORLD_SIZE", "3")  # a launcher that disagrees with Accelerate: refuse
+    with pytest.raises(ValueError, match="WORLD_SIZE is 3 but Accelerate set up 2 process"):
+        process_info()
+    for name in ("WORLD_SIZE", "ACCELERATE_MIXED_PRECISION"):
+        monkeypatch.delenv(name, raising=False)
+    alone = process_info("cpu")  # no launcher: one process, Accelerate not asked
+    assert (alone.index, alone.count, alone.device) == (0, 1, "cpu") and len(states) == 2
+
+
+# The real launcher: make test checks the shards (test_eval_durability.py) and process_info (above)
+# in this process; `accelerate launch` of two processes costs about 20 CPU-seconds.
+@pytest.mark.full
 def test_two_processes_with_accelerate_shard_and_merge(tmp_path):
     script = tmp_path / "fake_cli.py"
     script.write_text(FAKE_CLI.format(delay=0.05))
