@@ -209,7 +209,7 @@ def test_the_command_line_exits_2_with_one_line(tmp_path):
 
 
 # --------------------------------------------------------------------------- hostile submissions
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def tiny_course(tmp_path_factory) -> Path:
     pytest.importorskip("nbgrader")
     root = tmp_path_factory.mktemp("tiny")

@@ -16,6 +16,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -110,9 +112,19 @@ STUDENT_VERSIONS = [
 
 @pytest.fixture(scope="session")
 def course(tmp_path_factory) -> Path:
-    """One course folder (student versions and gradebook) for every notebook, made once."""
+    """A course folder (student versions and gradebook) for every notebook: made once per run,
+    under a lock in the folder pytest-xdist's workers share, and copied for each worker (each
+    grades into its own gradebook)."""
+    from filelock import FileLock  # a dependency of torch
+
+    base = tmp_path_factory.getbasetemp()
+    shared = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "course-made"
+    with FileLock(f"{shared}.lock"):
+        if not (shared / "gradebook.db").is_file():
+            made = assign.generate(shared, NOTEBOOKS, names=COURSE_NOTEBOOKS)
+            assert made == COURSE_NOTEBOOKS
     course = tmp_path_factory.mktemp("coursework") / "course"
-    assert assign.generate(course, NOTEBOOKS, names=COURSE_NOTEBOOKS) == COURSE_NOTEBOOKS
+    shutil.copytree(shared, course)
     return course
 
 
