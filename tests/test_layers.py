@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import ast
 import runpy
-import subprocess
 import sys
 from pathlib import Path
 
