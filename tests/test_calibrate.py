@@ -30,7 +30,9 @@ def test_firing_rates_closed_form():
 @pytest.fixture(scope="module")
 def setup():
     torch.manual_seed(0)
-    pipe = tiny_pipeline(0)
+    pipe = tiny_pipeline(
+        0, sample_size=16
+    )  # 32² images: the gate's logic, at a quarter of the cost
     model, tok = tiny_clip(0)
     density = CLIPConceptDensity(model, tok, ["violence", "nudity"])
     return pipe, density

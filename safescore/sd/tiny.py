@@ -125,12 +125,13 @@ def tiny_taesd(seed: int = 0):
     ).eval()
 
 
-def tiny_components(seed: int = 0) -> dict:
+def tiny_components(seed: int = 0, sample_size: int = 32) -> dict:
     """Tiny random SD 1.x components: ``dict(vae, text_encoder, tokenizer, unet, scheduler)``.
 
-    UNet (block_out_channels (32, 64), sample_size 32, cross_attention_dim 32), VAE with factor 2
-    (so the default image is 64²), CLIP text encoder (hidden 32, 5 layers), DDIM scheduler with
-    ``steps_offset=1``. Deterministic in ``seed``; float32 on the CPU; RANDOM weights.
+    UNet (block_out_channels (32, 64), ``sample_size`` 32, cross_attention_dim 32), VAE with
+    factor 2 (so the default image is 64²; ``sample_size=16``: 32², a quarter of the work), CLIP
+    text encoder (hidden 32, 5 layers), DDIM scheduler with ``steps_offset=1``. Deterministic in
+    ``seed``; float32 on the CPU; RANDOM weights.
     """
     from diffusers import UNet2DConditionModel
     from transformers import CLIPTextModel
@@ -140,7 +141,7 @@ def tiny_components(seed: int = 0) -> dict:
     unet = UNet2DConditionModel(
         block_out_channels=(32, 64),
         layers_per_block=2,
-        sample_size=32,
+        sample_size=sample_size,
         in_channels=4,
         out_channels=4,
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
@@ -148,7 +149,7 @@ def tiny_components(seed: int = 0) -> dict:
         cross_attention_dim=32,
     )
     torch.manual_seed(seed)
-    vae = _tiny_vae()
+    vae = _tiny_vae(2 * sample_size)
     torch.manual_seed(seed)
     text_encoder = CLIPTextModel(_text_config(tokenizer))
     for module in (unet, vae, text_encoder):
@@ -258,11 +259,11 @@ def tiny_safety_checker(seed: int = 0):
     return checker
 
 
-def tiny_pipeline(seed: int = 0):
+def tiny_pipeline(seed: int = 0, sample_size: int = 32):
     """`SafeStableDiffusionPipeline` on `tiny_components` (RANDOM weights)."""
     from .pipeline import SafeStableDiffusionPipeline
 
-    pipe = SafeStableDiffusionPipeline(**tiny_components(seed))
+    pipe = SafeStableDiffusionPipeline(**tiny_components(seed, sample_size))
     pipe.random_weights = True
     pipe.set_progress_bar_config(disable=True)
     return pipe
