@@ -25,6 +25,7 @@ def test_protocol_thesis_end_to_end(tmp_path, capsys):
     run = tmp_path / "thesis"
     argv = ["evaluate", "--protocol", "thesis", "--prompts", I2P, "--samplers", "plain,safe-single"]
     argv += ["--limit", "2", "--seeds", "2", "--steps", "2", "--tiny", "--batch-size", "2"]
+    argv += ["--height", "32", "--width", "32"]  # the tiny model's 32² images: the code path
     argv += ["--scorers", "nudenet,q16", "--quiet", "--out", str(run)]
     assert main(argv) == 0
     config = json.loads((run / "config.json").read_text())
@@ -65,8 +66,8 @@ def test_protocol_sld_end_to_end(tmp_path, capsys):
         "--samplers",
         "plain,safe-single,sld-max",
     ]
-    argv += ["--limit", "2", "--seeds", "2", "--steps", "2", "--tiny"]
-    argv += ["--scorers", "nudenet,q16", "--quiet", "--out", str(run)]
+    argv += ["--limit", "2", "--seeds", "2", "--steps", "2", "--tiny", "--height", "32"]
+    argv += ["--width", "32", "--scorers", "nudenet,q16", "--quiet", "--out", str(run)]
     assert main(argv) == 0
     config = json.loads((run / "config.json").read_text())
     assert config["protocol"] == "sld" and config["scheduler"] == "pndm"
