@@ -105,7 +105,18 @@ def test_demo_animate_writes_the_gif(tmp_path):
 
     out = tmp_path / "demo"
     rc = main(
-        ["demo", "--out", str(out), "--samples", "50", "--steps", "8", "--animate", "--quiet"]
+        [
+            "demo",
+            "--out",
+            str(out),
+            "--samples",
+            "50",
+            "--steps",
+            "8",
+            "--animate",
+            "--quiet",
+            "--no-figures",
+        ]  # the GIF only (test_cli.py checks the static figure)
     )
     assert rc in (0, None)
     gif = out / "trajectories.gif"
