@@ -3,9 +3,7 @@ option or file and what is allowed, exit status 2, nothing recorded and ignored.
 in-process through ``main`` on the tiny components or on files alone (fast)."""
 
 import json
-import runpy
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 
@@ -289,12 +287,3 @@ def test_demo_animate_into_a_read_only_folder(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(tempfile, "TemporaryFile", refuse)
     err = _err(capsys, ["demo", "--animate", "--out", str(tmp_path / "ro"), "--quiet"])
     assert "cannot write to" in err and "choose a writable folder" in err
-
-
-def test_python_dash_m_safescore_cli_works(monkeypatch, capsys):
-    # `python -m safescore.cli --version`, run in this process (runpy is what -m runs)
-    monkeypatch.setattr(sys, "argv", ["safescore.cli", "--version"])
-    with pytest.raises(SystemExit) as exit_:
-        runpy.run_module("safescore.cli", run_name="__main__", alter_sys=True)
-    assert exit_.value.code in (0, None)
-    assert capsys.readouterr().out.startswith("safescore ")

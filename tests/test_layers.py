@@ -137,11 +137,12 @@ def test_import_safescore_is_light(heavy, modules_in_a_fresh_process):
     assert heavy not in loaded
 
 
-def test_python_dash_m_safescore_runs(monkeypatch, capsys):
-    # `python -m safescore --version` in this process (runpy is what -m runs); a real process
-    # runs `python -m safescore` in tests/test_cli.py
-    monkeypatch.setattr(sys, "argv", ["safescore", "--version"])
+@pytest.mark.parametrize("module", ["safescore", "safescore.cli"])  # .cli: the old module path
+def test_python_dash_m_safescore_runs(module, monkeypatch, capsys):
+    # `python -m MODULE --version` in this process (runpy is what -m runs); a real process runs
+    # `python -m safescore` in tests/test_cli.py
+    monkeypatch.setattr(sys, "argv", [module, "--version"])
     with pytest.raises(SystemExit) as exit_:
-        runpy.run_module("safescore", run_name="__main__", alter_sys=True)
+        runpy.run_module(module, run_name="__main__", alter_sys=True)
     assert exit_.value.code in (0, None)
     assert capsys.readouterr().out.startswith("safescore ")
