@@ -56,6 +56,24 @@ def test_gif_has_one_frame_per_step_plus_x_T(ring_results, tmp_path):
     assert all(np.abs(a - b).sum() > 0 for a, b in zip(frames[:-1], frames[1:]))
 
 
+def test_gif_is_what_matplotlibs_pillow_writer_writes(ring_results, tmp_path):
+    """Each frame is drawn once (not three times, as FuncAnimation.save does), same GIF."""
+    from matplotlib import animation
+
+    problem, results = ring_results
+    safe_only = {"safe": results["safe"]}
+    ours = animate_trajectories(safe_only, tmp_path / "ours.gif", n=40)
+    plt.close(ours._fig)
+    theirs = animate_trajectories(safe_only, None, n=40)
+    theirs.save(str(tmp_path / "theirs.gif"), writer=animation.PillowWriter(fps=8), dpi=72)
+    plt.close(theirs._fig)
+    a, b = _frames(tmp_path / "ours.gif"), _frames(tmp_path / "theirs.gif")
+    assert len(a) == len(b) == STEPS + 1
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    with Image.open(tmp_path / "ours.gif") as im, Image.open(tmp_path / "theirs.gif") as ref:
+        assert (im.info["duration"], im.info["loop"]) == (ref.info["duration"], ref.info["loop"])
+
+
 def test_corrections_are_highlighted_in_red(ring_results, tmp_path):
     """Frames of a step where CDTC corrected show the red highlight; the same panel without
     corrections (all results plain) does not."""
