@@ -551,7 +551,6 @@ def animate_trajectories(
         The ``matplotlib.animation.FuncAnimation`` (its figure is ``anim._fig``; in a notebook
         ``anim.to_jshtml()`` gives a player). The figure is not shown.
     """
-
     if not results:
         raise ValueError("animate_trajectories needs at least one result")
     names = list(results)
@@ -660,7 +659,6 @@ def animate_images(
     Returns:
         The ``matplotlib.animation.FuncAnimation``.
     """
-
     names = list(frames)
     arrays = {k: np.clip(np.asarray(v, dtype=float), 0, 1) for k, v in frames.items()}
     steps = {a.shape[0] for a in arrays.values()}
